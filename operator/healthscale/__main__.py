@@ -1,0 +1,5 @@
+"""Allows ``python -m healthscale``."""
+
+from healthscale import cli
+
+raise SystemExit(cli.main())

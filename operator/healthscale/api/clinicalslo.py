@@ -1,0 +1,290 @@
+"""The ClinicalSLO resource: a clinical journey's objective, its demand signal and how to scale it.
+
+Every default for a ClinicalSLO lives here and nowhere else; the CRD is generated from these
+models (``healthscale crds``), so the API server applies the very same defaults.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import zoneinfo
+from typing import ClassVar, Literal
+
+import pydantic
+
+from healthscale.api import common, durations
+
+KIND = "ClinicalSLO"
+PLURAL = "clinicalslos"
+TIMEZONE_PATTERN = r"^(UTC|[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*)$"
+
+
+class Criticality(enum.StrEnum):
+    """How much the journey matters; picks the forecast quantile the planner provisions for."""
+
+    CRITICAL = "critical"
+    HIGH = "high"
+    STANDARD = "standard"
+
+
+class Mode(enum.StrEnum):
+    """Active scales the target; Preview computes and reports but never scales."""
+
+    ACTIVE = "Active"
+    PREVIEW = "Preview"
+
+
+class ForecastModel(enum.StrEnum):
+    """Forecasting models; ``auto`` picks one by rolling-origin error on the series' own history."""
+
+    AUTO = "auto"
+    HARMONIC = "harmonic"
+    SEASONAL_NAIVE = "seasonal-naive"
+    HOLT_WINTERS = "holt-winters"
+
+
+class DataClass(enum.StrEnum):
+    """What kind of data the journey's pods hold."""
+
+    PHI = "phi"
+    PII = "pii"
+    NONE = "none"
+
+
+def validate_timezone(name: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as error:
+        raise ValueError(f"{name!r} is not an IANA time zone such as Europe/London or America/Chicago") from error
+    return name
+
+
+class TargetRef(common.Model):
+    """The workload this journey runs on."""
+
+    api_version: Literal["apps/v1"] = "apps/v1"
+    """API version of the target; apps/v1."""
+    kind: Literal["Deployment", "StatefulSet"] = "Deployment"
+    """Kind of the target: Deployment or StatefulSet."""
+    name: str = pydantic.Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    """Name of the target in the ClinicalSLO's namespace."""
+
+
+class LatencyObjective(common.Model):
+    """A latency objective such as "95% of requests under 1.5 s"."""
+
+    percentile: float = pydantic.Field(gt=0, lt=100)
+    """The percentile of requests that must be faster than the threshold, e.g. 95."""
+    threshold_seconds: float = pydantic.Field(gt=0)
+    """The latency threshold in seconds, e.g. 1.5."""
+
+
+class Objectives(common.Model):
+    """The journey's service-level objectives."""
+
+    latency: LatencyObjective | None = None
+    """Optional latency objective."""
+    availability: float = pydantic.Field(default=99.9, gt=0, lt=100)
+    """Share of good events (percent) that the error budget is computed against."""
+    window: durations.Duration = dt.timedelta(days=28)
+    """The SLO compliance window, e.g. 28d."""
+
+
+class Indicators(common.Model):
+    """PromQL queries for the journey's signals. Only demand is required."""
+
+    demand: str = pydantic.Field(min_length=1, max_length=4096)
+    """PromQL returning one series: demand in the unit of capacity.perReplica."""
+    latency: str | None = pydantic.Field(default=None, min_length=1, max_length=4096)
+    """PromQL returning the latency percentile in seconds."""
+    errors: str | None = pydantic.Field(default=None, min_length=1, max_length=4096)
+    """PromQL returning the rate of bad events."""
+    total: str | None = pydantic.Field(default=None, min_length=1, max_length=4096)
+    """PromQL returning the rate of all events."""
+    pod_load: str | None = pydantic.Field(default=None, min_length=1, max_length=4096)
+    """PromQL returning one series per pod (label pod); the least loaded pods are removed first."""
+
+    crd_validations: ClassVar[list[dict[str, str]]] = [
+        {"rule": "has(self.errors) == has(self.total)", "message": "errors and total must be given together"},
+    ]
+
+    @pydantic.model_validator(mode="after")
+    def _errors_with_total(self) -> Indicators:
+        if (self.errors is None) != (self.total is None):
+            raise ValueError("errors and total must be given together")
+        return self
+
+
+class Capacity(common.Model):
+    """How demand turns into replicas."""
+
+    per_replica: float = pydantic.Field(gt=0)
+    """Demand units one replica serves while meeting the latency objective."""
+    min_replicas: int = pydantic.Field(default=1, ge=0, le=10000)
+    """Never plan fewer replicas than this."""
+    max_replicas: int = pydantic.Field(ge=1, le=10000)
+    """Never plan more replicas than this."""
+    startup_seconds: int = pydantic.Field(default=60, ge=0, le=86400)
+    """Seconds from scale-up until a new replica serves; the planner looks this far ahead."""
+    headroom_percent: float = pydantic.Field(default=10.0, ge=0, le=500)
+    """Extra capacity on top of the planned demand, in percent."""
+
+    crd_validations: ClassVar[list[dict[str, str]]] = [
+        {"rule": "self.minReplicas <= self.maxReplicas", "message": "minReplicas must be <= maxReplicas"},
+    ]
+
+    @pydantic.model_validator(mode="after")
+    def _min_not_above_max(self) -> Capacity:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"minReplicas must be <= maxReplicas (minReplicas={self.min_replicas}, maxReplicas={self.max_replicas})"
+            )
+        return self
+
+
+class Forecast(common.Model):
+    """How demand is forecast."""
+
+    history: durations.Duration = dt.timedelta(days=14)
+    """How much demand history to fit on, e.g. 14d."""
+    step: durations.Duration = dt.timedelta(minutes=5)
+    """Resolution of the demand series and how often the SLO is re-planned, e.g. 5m."""
+    horizon: durations.Duration = dt.timedelta(hours=2)
+    """How far ahead to forecast, e.g. 2h."""
+    model: ForecastModel = ForecastModel.AUTO
+    """auto, harmonic, seasonal-naive or holt-winters."""
+    quantile: float | None = pydantic.Field(default=None, ge=0.5, le=0.999)
+    """Forecast quantile to provision for; unset means the criticality's default."""
+    timezone: str = pydantic.Field(default="UTC", max_length=64, pattern=TIMEZONE_PATTERN)
+    """IANA time zone whose wall clock the daily and weekly cycles follow."""
+
+    _validate_timezone = pydantic.field_validator("timezone")(validate_timezone)
+
+    @pydantic.model_validator(mode="after")
+    def _consistent_lengths(self) -> Forecast:
+        if self.step <= dt.timedelta(0):
+            raise ValueError("step must be longer than 0s")
+        if self.horizon < self.step:
+            raise ValueError(f"horizon ({durations.format(self.horizon)}) must be at least one step ({durations.format(self.step)})")
+        if self.history < 2 * self.horizon:
+            raise ValueError(
+                f"history ({durations.format(self.history)}) must be at least twice the horizon ({durations.format(self.horizon)})"
+            )
+        return self
+
+
+class ScaleDown(common.Model):
+    """How cautiously to scale down."""
+
+    stabilization_seconds: int = pydantic.Field(default=600, ge=0, le=86400)
+    """Scale down only to the highest recommendation of this many past seconds."""
+    max_step_percent: float = pydantic.Field(default=25.0, gt=0, le=100)
+    """Remove at most this share of the current replicas per cycle (at least one replica)."""
+
+
+class Residency(common.Model):
+    """Where the journey's pods may run."""
+
+    data_class: DataClass = DataClass.PHI
+    """phi, pii or none: what the pods hold."""
+    regions: tuple[str, ...] = pydantic.Field(default=(), max_length=64)
+    """Regions (values of the region node label) the pods may run in."""
+
+    crd_validations: ClassVar[list[dict[str, str]]] = [
+        {
+            "rule": "self.dataClass == 'none' || (has(self.regions) && size(self.regions) > 0)",
+            "message": "regions must list at least one region unless dataClass is none",
+        },
+    ]
+
+    @pydantic.model_validator(mode="after")
+    def _regions_for_patient_data(self) -> Residency:
+        if self.data_class != DataClass.NONE and not self.regions:
+            raise ValueError("regions must list at least one region unless dataClass is none")
+        return self
+
+
+class ClinicalSLOSpec(common.Model):
+    """A clinical journey's objective, demand signal, capacity model and placement rules."""
+
+    journey: str = pydantic.Field(min_length=1, max_length=256)
+    """Human description of the clinical journey, e.g. "Open patient chart from ED triage"."""
+    criticality: Criticality = Criticality.STANDARD
+    """critical, high or standard; higher criticality provisions for a higher forecast quantile."""
+    target_ref: TargetRef
+    """The Deployment or StatefulSet to scale."""
+    mode: Mode = Mode.ACTIVE
+    """Active scales the target; Preview computes and reports only."""
+    objectives: Objectives = pydantic.Field(default_factory=Objectives)
+    """Latency and availability objectives."""
+    indicators: Indicators
+    """PromQL for demand (required), latency, errors, total and per-pod load."""
+    capacity: Capacity
+    """How demand maps to replicas."""
+    forecast: Forecast = pydantic.Field(default_factory=Forecast)
+    """Forecast history, step, horizon and model."""
+    scale_down: ScaleDown = pydantic.Field(default_factory=ScaleDown)
+    """Scale-down stabilisation and step limits."""
+    residency: Residency | None = None
+    """Data residency: the regions the pods may run in."""
+
+
+class ClinicalSLOStatus(common.Model):
+    """What healthscale observed and decided, written every cycle."""
+
+    model_config = pydantic.ConfigDict(extra="allow")
+
+    observed_generation: int | None = None
+    """The .metadata.generation the status describes."""
+    conditions: tuple[common.Condition, ...] = ()
+    """Ready, MetricsAvailable, Forecasting and the other conditions."""
+    current_demand: float | None = None
+    """Latest observed demand."""
+    forecast_peak: float | None = None
+    """Highest forecast demand (planning quantile) over the horizon."""
+    forecast_peak_time: str | None = None
+    """When the forecast peak comes (RFC 3339)."""
+    desired_replicas: int | None = None
+    """Replicas the last plan asked for."""
+    current_replicas: int | None = None
+    """Replicas the target had at the last cycle."""
+    reason: str | None = None
+    """Which signal decided: schedule, forecast, reactive or minimum."""
+    surge: str | None = None
+    """The surge that decided, when the reason is schedule."""
+    explanation: str | None = None
+    """The decision in one sentence, with its numbers."""
+    next_surge: str | None = None
+    """The next surge window that applies to this SLO."""
+    model: str | None = None
+    """The forecasting model in use."""
+    forecast_error: float | None = None
+    """Recent forecast error (mean absolute scaled error)."""
+    error_budget_remaining: float | None = None
+    """Share of the error budget left in the window (1 = untouched)."""
+    burn_rates: dict[str, float] = pydantic.Field(default_factory=dict)
+    """Error-budget burn rate per window (1h, 5m, 6h, 30m, 1d, 2h, 3d, 6h)."""
+
+
+class ClinicalSLO(pydantic.BaseModel):
+    """A whole ClinicalSLO manifest."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="ignore")
+
+    api_version: Literal["healthscale.io/v1alpha1"] = pydantic.Field(alias="apiVersion")
+    kind: Literal["ClinicalSLO"]
+    metadata: common.ObjectMeta
+    spec: ClinicalSLOSpec
+    status: ClinicalSLOStatus | None = None
+
+
+PRINTER_COLUMNS = [
+    {"name": "Target", "type": "string", "jsonPath": ".spec.targetRef.name", "description": "Workload being scaled"},
+    {"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas", "description": "Replicas the last plan asked for"},
+    {"name": "Current", "type": "integer", "jsonPath": ".status.currentReplicas", "description": "Replicas the target has"},
+    {"name": "Reason", "type": "string", "jsonPath": ".status.reason", "description": "Signal that decided"},
+    {"name": "Next surge", "type": "string", "jsonPath": ".status.nextSurge", "description": "Next surge window"},
+    {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status', "description": "Ready condition"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]

@@ -1,0 +1,193 @@
+"""The SurgeSchedule resource: a calendar of known surges for the ClinicalSLOs it selects.
+
+A surge is either recurring (``cron`` + ``duration``) or a date range (``start`` + ``end``),
+read on the wall clock of the schedule's ``timezone``. Defaults live here only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import ClassVar, Literal
+
+import pydantic
+
+from healthscale.api import clinicalslo, common, cron, durations
+
+KIND = "SurgeSchedule"
+PLURAL = "surgeschedules"
+
+LOCAL_TIME_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2})?)?$"
+"""A date (local midnight) or a local date-time, without offset: the schedule's timezone applies."""
+_LOCAL_TIME = re.compile(LOCAL_TIME_PATTERN)
+
+
+def parse_local_time(text: str) -> dt.datetime:
+    """``2026-12-01`` or ``2026-12-12T08:00`` as a naive local datetime."""
+    if not _LOCAL_TIME.fullmatch(text):
+        raise ValueError(
+            f"{text!r} is not a local date or date-time: use YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS] without an offset"
+        )
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError as error:
+        raise ValueError(f"{text!r} is not a real date or time: {error}") from error
+
+
+_PADDED_LOCAL_TIME = (
+    "(size(self.{field}) == 10 ? self.{field} + 'T00:00:00'"
+    " : size(self.{field}) == 16 ? self.{field} + ':00' : self.{field})"
+)
+"""CEL: a LOCAL_TIME_PATTERN value padded to YYYY-MM-DDTHH:MM:SS, so strings compare as instants."""
+
+
+class Surge(common.Model):
+    """One known surge: recurring (cron + duration) or a date range (start + end)."""
+
+    name: str = pydantic.Field(min_length=1, max_length=63, pattern=common.DNS_LABEL)
+    """Unique name of the surge within the schedule."""
+    cron: str | None = pydantic.Field(default=None, min_length=1, max_length=128)
+    """Five-field cron expression (minute hour day-of-month month day-of-week) in the schedule's timezone."""
+    duration: durations.Duration | None = None
+    """How long each cron window lasts, e.g. 2h."""
+    start: str | None = pydantic.Field(default=None, max_length=19, pattern=LOCAL_TIME_PATTERN)
+    """Start of a date range, local time: 2026-12-01 or 2026-12-12T08:00."""
+    end: str | None = pydantic.Field(default=None, max_length=19, pattern=LOCAL_TIME_PATTERN)
+    """End of a date range (exclusive), local time."""
+    lead_time: durations.Duration = dt.timedelta(0)
+    """How long before the window starts the surge must already be in effect (replicas ready)."""
+    multiplier: float = pydantic.Field(default=1.0, ge=1.0, le=100.0)
+    """Factor applied to forecast demand during the window."""
+    min_replicas: int | None = pydantic.Field(default=None, ge=0, le=10000)
+    """Replica floor during the window."""
+
+    crd_validations: ClassVar[list[dict[str, str]]] = [
+        {
+            "rule": "(has(self.cron) && has(self.duration) && !has(self.start) && !has(self.end))"
+            " || (!has(self.cron) && !has(self.duration) && has(self.start) && has(self.end))",
+            "message": "a surge has either cron and duration, or start and end",
+        },
+        {
+            # Both sides are padded to YYYY-MM-DDTHH:MM:SS first, so that equal instants written
+            # differently (2026-12-12 and 2026-12-12T00:00) compare equal, as parse_local_time does.
+            "rule": "!has(self.start) || !has(self.end) || "
+            + _PADDED_LOCAL_TIME.format(field="end") + " > " + _PADDED_LOCAL_TIME.format(field="start"),
+            "message": "end must be after start",
+        },
+        {
+            "rule": "self.multiplier > 1.0 || has(self.minReplicas)",
+            "message": "a surge must raise demand (multiplier > 1) or set a floor (minReplicas)",
+        },
+        {
+            # Only the macros cron.parse knows (any case, surrounding blanks allowed), not any '@' word.
+            "rule": "!has(self.cron) || self.cron.matches("
+            "'^\\\\s*(@(?i:yearly|annually|monthly|weekly|daily|midnight|hourly)|\\\\S+(\\\\s+\\\\S+){4})\\\\s*$')",
+            "message": "cron must have five fields (minute hour day-of-month month day-of-week) or be a macro such as @daily",
+        },
+    ]
+
+    @pydantic.model_validator(mode="after")
+    def _one_kind_of_window(self) -> Surge:
+        recurring = self.cron is not None or self.duration is not None
+        ranged = self.start is not None or self.end is not None
+        complete = (self.cron is not None and self.duration is not None and not ranged) or (
+            self.start is not None and self.end is not None and not recurring
+        )
+        if not complete:
+            raise ValueError("a surge has either cron and duration, or start and end")
+        if self.cron is not None:
+            cron.parse(self.cron)
+        if self.duration is not None and self.duration <= dt.timedelta(0):
+            raise ValueError("duration must be longer than 0s")
+        if self.start is not None and self.end is not None:
+            if parse_local_time(self.end) <= parse_local_time(self.start):
+                raise ValueError(f"end must be after start (start={self.start}, end={self.end})")
+        if self.multiplier <= 1.0 and self.min_replicas is None:
+            raise ValueError("a surge must raise demand (multiplier > 1) or set a floor (minReplicas)")
+        return self
+
+
+class SurgeScheduleSpec(common.Model):
+    """A calendar of known surges and the ClinicalSLOs (in the same namespace) it applies to."""
+
+    timezone: str = pydantic.Field(default="UTC", max_length=64, pattern=clinicalslo.TIMEZONE_PATTERN)
+    """IANA time zone the cron expressions and dates are read in, e.g. America/Chicago."""
+    selector: common.LabelSelector | None = None
+    """Selects ClinicalSLOs in this namespace by label."""
+    slo_refs: tuple[str, ...] = pydantic.Field(default=(), max_length=256)
+    """Names of ClinicalSLOs in this namespace."""
+    surges: tuple[Surge, ...] = pydantic.Field(min_length=1, max_length=64)
+    """The surges."""
+
+    _validate_timezone = pydantic.field_validator("timezone")(clinicalslo.validate_timezone)
+
+    crd_validations: ClassVar[list[dict[str, str]]] = [
+        {
+            "rule": "has(self.selector) || (has(self.sloRefs) && size(self.sloRefs) > 0)",
+            "message": "select ClinicalSLOs with selector, sloRefs or both",
+        },
+    ]
+
+    @pydantic.model_validator(mode="after")
+    def _selects_something_and_names_unique(self) -> SurgeScheduleSpec:
+        if self.selector is None and not self.slo_refs:
+            raise ValueError("select ClinicalSLOs with selector, sloRefs or both")
+        names = [surge.name for surge in self.surges]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"surge names must be unique: {', '.join(duplicates)} repeated")
+        return self
+
+    def applies_to(self, slo_name: str, slo_labels: dict[str, str]) -> bool:
+        """True when this schedule selects the named ClinicalSLO (by name or by labels)."""
+        if slo_name in self.slo_refs:
+            return True
+        return self.selector is not None and self.selector.matches(slo_labels)
+
+
+class SurgeWindowStatus(common.Model):
+    """The next (or current) window of one surge."""
+
+    name: str
+    """The surge's name."""
+    start: str
+    """Window start (RFC 3339)."""
+    end: str
+    """Window end (RFC 3339)."""
+    active: bool = False
+    """True while the window (including its lead time) is in effect."""
+
+
+class SurgeScheduleStatus(common.Model):
+    """The schedule's next windows, written by the operator."""
+
+    model_config = pydantic.ConfigDict(extra="allow")
+
+    observed_generation: int | None = None
+    """The .metadata.generation the status describes."""
+    conditions: tuple[common.Condition, ...] = ()
+    """Ready and the other conditions."""
+    windows: tuple[SurgeWindowStatus, ...] = ()
+    """Next window of each surge."""
+    next_surge: str | None = None
+    """The next surge to start, with its start time."""
+
+
+class SurgeSchedule(pydantic.BaseModel):
+    """A whole SurgeSchedule manifest."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="ignore")
+
+    api_version: Literal["healthscale.io/v1alpha1"] = pydantic.Field(alias="apiVersion")
+    kind: Literal["SurgeSchedule"]
+    metadata: common.ObjectMeta
+    spec: SurgeScheduleSpec
+    status: SurgeScheduleStatus | None = None
+
+
+PRINTER_COLUMNS = [
+    {"name": "Timezone", "type": "string", "jsonPath": ".spec.timezone", "description": "Time zone of the calendar"},
+    {"name": "Next surge", "type": "string", "jsonPath": ".status.nextSurge", "description": "Next surge window"},
+    {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status', "description": "Ready condition"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]

@@ -1,0 +1,1 @@
+"""Backtesting: replay a real demand trace through the engine and reference autoscalers."""

@@ -1,0 +1,132 @@
+"""Backtest output: the plan CSV, the comparison table and the PNG timeline."""
+
+from __future__ import annotations
+
+import csv
+import pathlib
+
+import numpy as np
+
+from healthscale.backtest import replay
+
+ENGINE = "healthscale"
+HPA = "reactive HPA"
+
+PLAN_COLUMNS = (
+    "timestamp", "demand", "forecast", "forecast_upper", "desired_replicas", "ready_replicas",
+    "unmet_demand", "reason", "surge", "model", "guards",
+    "hpa_desired_replicas", "hpa_ready_replicas", "oracle_replicas",
+)
+
+
+def write_plan(result: replay.Result, path: pathlib.Path) -> None:
+    """One row per scored interval: the engine's plan, with the HPA and oracle beside it."""
+    engine = result.runs[ENGINE]
+    hpa = result.runs.get(HPA)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(PLAN_COLUMNS)
+        for row, epoch in enumerate(result.times):
+            choice = engine.choices[row]
+            served = engine.ready[row] * result.policy.per_replica
+            writer.writerow([
+                replay.local_time(int(epoch)).isoformat(),
+                f"{result.demand[row]:g}",
+                "" if np.isnan(choice.forecast) else f"{choice.forecast:.4g}",
+                "" if np.isnan(choice.forecast_upper) else f"{choice.forecast_upper:.4g}",
+                int(engine.desired[row]),
+                f"{engine.ready[row]:.3f}",
+                f"{max(0.0, result.demand[row] - served):.4g}",
+                choice.reason,
+                choice.surge,
+                choice.model,
+                choice.note,
+                "" if hpa is None else int(hpa.desired[row]),
+                "" if hpa is None else f"{hpa.ready[row]:.3f}",
+                int(result.oracle[row]),
+            ])
+
+
+def table(result: replay.Result) -> str:
+    """The comparison table as aligned text (also valid Markdown)."""
+    header = ("policy", "unmet demand %", "breach %", "replica-hours", "vs oracle")
+    rows = [
+        (score.name, f"{score.unmet_percent:.2f}", f"{score.breach_percent:.1f}", f"{score.replica_hours:,.0f}",
+         f"{score.relative_replica_hours:.2f}x")
+        for score in result.scores()
+    ]
+    widths = [max(len(str(line[column])) for line in (header, *rows)) for column in range(len(header))]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "| " + " | ".join(
+            cell.ljust(width) if column == 0 else cell.rjust(width) for column, (cell, width) in enumerate(zip(cells, widths))
+        ) + " |"
+
+    separator = "|" + "|".join(("-" * (width + 1) + ":") if column else ("-" * (width + 2)) for column, width in enumerate(widths)) + "|"
+    return "\n".join([line(header), separator, *(line(row) for row in rows)])
+
+
+def reasons(result: replay.Result) -> str:
+    """How often each signal decided the engine's plan."""
+    counts: dict[str, int] = {}
+    for choice in result.runs[ENGINE].choices:
+        counts[choice.reason] = counts.get(choice.reason, 0) + 1
+    total = sum(counts.values()) or 1
+    return ", ".join(f"{reason} {100 * count / total:.0f}%" for reason, count in sorted(counts.items(), key=lambda item: -item[1]))
+
+
+def plot(result: replay.Result, path: pathlib.Path, days: float = 7.0) -> None:
+    """Demand, forecast band and ready capacity (engine vs reactive HPA) with surges shaded.
+
+    Top panel: the last ``days`` of the replay. Bottom panel: the day on which the reactive HPA
+    left the most demand unmet, where the difference shows best.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    engine = result.runs[ENGINE]
+    hpa = result.runs.get(HPA)
+    per = result.policy.per_replica
+    times = np.array([replay.local_time(int(epoch)) for epoch in result.times])
+    upper = np.array([choice.forecast_upper for choice in engine.choices])
+    point = np.array([choice.forecast for choice in engine.choices])
+    end = result.times[-1]
+    panels = [(end - days * 86400, end + result.trace.step, f"last {days:g} days")]
+    if hpa is not None:
+        unmet = np.maximum(0.0, result.demand - hpa.ready * per)
+        day_index = (result.times // 86400)
+        totals: dict[int, float] = {}
+        for day, value in zip(day_index.tolist(), unmet.tolist()):
+            totals[day] = totals.get(day, 0.0) + value
+        worst = max(totals, key=lambda day: totals[day])
+        panels.append((worst * 86400, (worst + 1) * 86400, "the day the reactive HPA missed most"))
+    figure, axes = plt.subplots(len(panels), 1, figsize=(13, 4.2 * len(panels)), squeeze=False)
+    for axis, (begin, finish, title) in zip(axes[:, 0], panels):
+        mask = (result.times >= begin) & (result.times < finish)
+        if not mask.any():
+            continue
+        for window in result.windows:
+            start, stop = window.effective_start.replace(tzinfo=None), window.end.replace(tzinfo=None)
+            if stop > times[mask][0] and start < times[mask][-1]:
+                axis.axvspan(max(start, times[mask][0]), min(stop, times[mask][-1]), color="#f4c542", alpha=0.18, lw=0)
+        axis.fill_between(times[mask], point[mask], upper[mask], color="#6baed6", alpha=0.35, step="post",
+                          label=f"forecast (median to p{result.policy.quantile * 100:g})")
+        axis.step(times[mask], result.demand[mask], where="post", color="black", lw=1.0, label="demand")
+        axis.step(times[mask], engine.ready[mask] * per, where="post", color="#2ca02c", lw=1.6,
+                  label="ready capacity: healthscale")
+        if hpa is not None:
+            axis.step(times[mask], hpa.ready[mask] * per, where="post", color="#d62728", lw=1.2, ls="--",
+                      label="ready capacity: reactive HPA")
+        axis.set_title(f"{result.trace.path.name}: {title}" + (" (surge windows shaded)" if result.windows else ""))
+        axis.set_ylabel("demand units")
+        axis.xaxis.set_major_formatter(mdates.DateFormatter("%a %d %b\n%H:%M"))
+        axis.grid(alpha=0.3)
+        axis.legend(loc="upper left", fontsize=8, ncol=2)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

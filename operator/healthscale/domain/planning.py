@@ -1,0 +1,274 @@
+"""Capacity planning: from forecast, surges and current demand to a replica count with its reason.
+
+Each cycle the planner proposes replicas from four signals and takes the largest:
+
+- ``schedule``: floors of surges in effect, and surge multipliers applied to forecast demand;
+- ``forecast``: the criticality's forecast quantile, at its peak over the time a new replica
+  needs to start plus one cycle;
+- ``reactive``: the demand observed now;
+- ``minimum``: ``capacity.minReplicas``.
+
+Demand becomes replicas as ``ceil(demand x (1 + headroom) / perReplica)``. The proposal is then
+clamped to ``maxReplicas`` and guarded on the way down: no scale-down without a forecast or
+during a fast error-budget burn, stabilisation to the highest recent proposal, and a step limit.
+The planner is pure: it receives ``now`` and returns the decision and its new memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from healthscale.api import clinicalslo
+from healthscale.domain import calendar, forecasting, series
+
+QUANTILE_BY_CRITICALITY = {
+    clinicalslo.Criticality.STANDARD: 0.8,
+    clinicalslo.Criticality.HIGH: 0.9,
+    clinicalslo.Criticality.CRITICAL: 0.95,
+}
+"""The forecast quantile each criticality provisions for, unless ``forecast.quantile`` is set."""
+
+FAST_BURN_EXTRA_HEADROOM = 0.25
+"""Added to the headroom fraction while the error budget burns fast."""
+
+
+class Signal(enum.StrEnum):
+    """The signal behind a proposal; the decision's reason is the one that won."""
+
+    SCHEDULE = "schedule"
+    FORECAST = "forecast"
+    REACTIVE = "reactive"
+    MINIMUM = "minimum"
+
+
+_PRIORITY = (Signal.SCHEDULE, Signal.FORECAST, Signal.REACTIVE, Signal.MINIMUM)
+"""On a tie, the more informative signal is named as the reason."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """The numbers the planner needs from a ClinicalSLO spec."""
+
+    per_replica: float
+    min_replicas: int
+    max_replicas: int
+    startup_seconds: int
+    headroom: float
+    quantile: float
+    stabilization_seconds: int
+    max_step_fraction: float
+    cycle_seconds: int
+
+    @staticmethod
+    def of(spec: clinicalslo.ClinicalSLOSpec) -> Policy:
+        return Policy(
+            per_replica=spec.capacity.per_replica,
+            min_replicas=spec.capacity.min_replicas,
+            max_replicas=spec.capacity.max_replicas,
+            startup_seconds=spec.capacity.startup_seconds,
+            headroom=spec.capacity.headroom_percent / 100.0,
+            quantile=spec.forecast.quantile if spec.forecast.quantile is not None else QUANTILE_BY_CRITICALITY[spec.criticality],
+            stabilization_seconds=spec.scale_down.stabilization_seconds,
+            max_step_fraction=spec.scale_down.max_step_percent / 100.0,
+            cycle_seconds=int(spec.forecast.step.total_seconds()),
+        )
+
+    @property
+    def lookahead(self) -> int:
+        """A replica asked for now serves after startup; the next chance to act is one cycle later."""
+        return self.startup_seconds + self.cycle_seconds
+
+    def replicas_for(self, demand: float, headroom: float) -> int:
+        """Replicas that serve ``demand`` with ``headroom`` to spare (rounded up)."""
+        if demand <= 0:
+            return 0
+        # Round before ceil so that 3.0000000001 replicas of float noise do not become 4.
+        return int(math.ceil(round(demand * (1.0 + headroom) / self.per_replica, 9)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """What the planner knows at ``now``."""
+
+    now: int
+    current_replicas: int
+    current_demand: float | None
+    forecast: forecasting.Outcome
+    surges: Sequence[calendar.Window] = ()
+    fast_burn: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Proposal:
+    """What one signal asks for, and why."""
+
+    signal: Signal
+    replicas: int
+    demand: float | None
+    detail: str
+    surge: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """The replicas to run and the reasons, with the numbers behind them."""
+
+    desired_replicas: int
+    reason: Signal
+    surge: str | None
+    recommended: int
+    current_replicas: int
+    proposals: tuple[Proposal, ...]
+    guards: tuple[str, ...]
+    headroom: float
+    quantile: float
+    forecast_peak: float | None
+    forecast_peak_time: int | None
+    no_forecast: forecasting.NoForecast | None
+
+    @property
+    def winner(self) -> Proposal:
+        return next(proposal for proposal in self.proposals if proposal.signal == self.reason and proposal.surge == self.surge)
+
+    def explanation(self) -> str:
+        """One sentence, e.g. ``12 replicas (was 8): forecast p90 demand 431 over the next 7m ...``."""
+        text = f"{self.desired_replicas} replicas (was {self.current_replicas}): {self.reason} {self.winner.detail}"
+        if self.guards:
+            text += "; " + "; ".join(self.guards)
+        return text
+
+
+@dataclasses.dataclass(frozen=True)
+class Memory:
+    """Recent proposals, for scale-down stabilisation. Kept by the caller between cycles."""
+
+    proposals: tuple[tuple[int, int], ...] = ()
+
+    def remember(self, now: int, replicas: int, window: int) -> Memory:
+        kept = tuple((time, value) for time, value in self.proposals if now - time < window)
+        return Memory((*kept, (now, replicas)))
+
+    def highest_since(self, moment: int) -> int | None:
+        values = [value for time, value in self.proposals if time > moment]
+        return max(values) if values else None
+
+
+def _multiplier_at(times: series.IntArray, surges: Sequence[calendar.Window]) -> tuple[np.ndarray, list[str | None]]:
+    """Largest surge multiplier in effect at each time, and which surge it is."""
+    multipliers = np.ones(times.shape[0])
+    names: list[str | None] = [None] * times.shape[0]
+    for window in surges:
+        if window.multiplier <= 1.0:
+            continue
+        begin = series.to_epoch(window.effective_start)
+        end = series.to_epoch(window.end)
+        covered = (times >= begin) & (times < end) & (window.multiplier > multipliers)
+        multipliers[covered] = window.multiplier
+        for index in np.flatnonzero(covered):
+            names[int(index)] = window.surge
+    return multipliers, names
+
+
+def _proposals(policy: Policy, inputs: Inputs, headroom: float) -> tuple[list[Proposal], float | None, int | None]:
+    proposals = [Proposal(Signal.MINIMUM, policy.min_replicas, None, f"minReplicas {policy.min_replicas}")]
+    horizon_end = inputs.now + policy.lookahead
+    peak: float | None = None
+    peak_time: int | None = None
+    forecast = inputs.forecast
+    if isinstance(forecast, forecasting.Forecast):
+        quantile = forecast.quantile(policy.quantile)
+        found = forecast.peak(quantile, inputs.now, horizon_end)
+        if found is not None:
+            peak, peak_time = found
+            proposals.append(Proposal(
+                Signal.FORECAST, policy.replicas_for(peak, headroom), peak,
+                f"p{policy.quantile * 100:g} demand {peak:.4g} within {(horizon_end - inputs.now) // 60}m "
+                f"({forecast.model}), {policy.per_replica:g}/replica, headroom {headroom * 100:.0f}%",
+            ))
+            multipliers, names = _multiplier_at(forecast.times(), inputs.surges)
+            if np.any(multipliers > 1.0):
+                surged = forecast.peak(quantile * multipliers, inputs.now, horizon_end)
+                if surged is not None and surged[0] > peak:
+                    index = (surged[1] - forecast.start) // forecast.step
+                    proposals.append(Proposal(
+                        Signal.SCHEDULE, policy.replicas_for(surged[0], headroom), surged[0],
+                        f"{names[index]} x{multipliers[index]:g} on forecast {quantile[index]:.4g}", names[index],
+                    ))
+    for window in inputs.surges:
+        if not window.in_effect(series.from_epoch(inputs.now), dt.timedelta(seconds=policy.lookahead)):
+            continue
+        if window.min_replicas is not None:
+            proposals.append(Proposal(Signal.SCHEDULE, window.min_replicas, None,
+                                      f"{window.surge} floor {window.min_replicas}", window.surge))
+        if window.multiplier > 1.0 and not isinstance(forecast, forecasting.Forecast) and inputs.current_demand is not None:
+            # Without a forecast the multiplier applies to the demand seen now.
+            demand = inputs.current_demand * window.multiplier
+            proposals.append(Proposal(Signal.SCHEDULE, policy.replicas_for(demand, headroom), demand,
+                                      f"{window.surge} x{window.multiplier:g} on current demand {inputs.current_demand:.4g}",
+                                      window.surge))
+    if inputs.current_demand is not None:
+        # With a forecast in hand, headroom belongs to the forecast; the reactive signal then only
+        # guarantees the replicas that today's demand needs, so that it wins on a real excursion
+        # and not on every noisy interval. Without a forecast it is the demand signal and keeps headroom.
+        import os
+        mode = os.environ.get("HS_REACTIVE", "A")
+        reactive_headroom = headroom if peak is None or mode == "H" else 0.0
+        if mode != "B" or peak is None:
+            proposals.append(Proposal(
+                Signal.REACTIVE, policy.replicas_for(inputs.current_demand, reactive_headroom), inputs.current_demand,
+                f"current demand {inputs.current_demand:.4g}, {policy.per_replica:g}/replica, headroom {reactive_headroom * 100:.0f}%",
+            ))
+    return proposals, peak, peak_time
+
+
+def plan(policy: Policy, inputs: Inputs, memory: Memory = Memory()) -> tuple[Decision, Memory]:
+    """Decide the replicas for ``inputs.now``; returns the decision and the memory for next cycle."""
+    headroom = policy.headroom + (FAST_BURN_EXTRA_HEADROOM if inputs.fast_burn else 0.0)
+    proposals, peak, peak_time = _proposals(policy, inputs, headroom)
+    best = max(proposals, key=lambda proposal: (proposal.replicas, -_PRIORITY.index(proposal.signal)))
+    guards: list[str] = []
+    recommended = best.replicas
+    if recommended > policy.max_replicas:
+        guards.append(f"capped at maxReplicas {policy.max_replicas} (asked for {recommended})")
+        recommended = policy.max_replicas
+    current = inputs.current_replicas
+    desired = recommended
+    no_forecast = inputs.forecast if isinstance(inputs.forecast, forecasting.NoForecast) else None
+    if desired < current:
+        ceiling = min(current, policy.max_replicas)
+        if no_forecast is not None:
+            desired = ceiling
+            guards.append(f"scale-down held: no forecast ({no_forecast.reason})")
+        elif inputs.fast_burn:
+            desired = ceiling
+            guards.append("scale-down held: error budget burning fast")
+        else:
+            stabilised = memory.highest_since(inputs.now - policy.stabilization_seconds)
+            if stabilised is not None and stabilised > desired:
+                desired = min(stabilised, ceiling)
+                guards.append(f"stabilised at {desired} (highest proposal in {policy.stabilization_seconds}s)")
+            step_floor = ceiling - max(1, int(math.floor(ceiling * policy.max_step_fraction)))
+            if desired < step_floor:
+                desired = step_floor
+                guards.append(f"step-limited to {desired} (at most {policy.max_step_fraction * 100:g}% down per cycle)")
+    decision = Decision(
+        desired_replicas=desired,
+        reason=best.signal,
+        surge=best.surge,
+        recommended=recommended,
+        current_replicas=current,
+        proposals=tuple(proposals),
+        guards=tuple(guards),
+        headroom=headroom,
+        quantile=policy.quantile,
+        forecast_peak=peak,
+        forecast_peak_time=peak_time,
+        no_forecast=no_forecast,
+    )
+    return decision, memory.remember(inputs.now, recommended, max(policy.stabilization_seconds, 1))

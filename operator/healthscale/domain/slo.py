@@ -1,0 +1,132 @@
+"""SLO arithmetic: error budget remaining and multi-window, multi-burn-rate evaluation.
+
+Follows the Google SRE workbook scheme that Sloth and Pyrra generate as alerts: a burn rate is
+the observed error ratio over the ratio the objective allows; an alert fires when both its long
+and its short window burn faster than its factor. The two page-level pairs (1h/5m at 14.4x and
+6h/30m at 6x) make a *fast burn*, which blocks scale-down and adds headroom in the planner.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+HOUR = 3600
+
+
+@dataclasses.dataclass(frozen=True)
+class BurnWindow:
+    """A long/short window pair and the burn factor at which it fires."""
+
+    long: int
+    short: int
+    factor: float
+    fast: bool
+
+    @property
+    def name(self) -> str:
+        return f"{_label(self.long)}/{_label(self.short)}"
+
+
+BURN_WINDOWS = (
+    BurnWindow(HOUR, 5 * 60, 14.4, fast=True),
+    BurnWindow(6 * HOUR, 30 * 60, 6.0, fast=True),
+    BurnWindow(24 * HOUR, 2 * HOUR, 3.0, fast=False),
+    BurnWindow(72 * HOUR, 6 * HOUR, 1.0, fast=False),
+)
+
+WINDOW_SECONDS = tuple(sorted({seconds for pair in BURN_WINDOWS for seconds in (pair.long, pair.short)}))
+"""Every window whose counts the evaluation needs."""
+
+
+def _label(seconds: int) -> str:
+    if seconds % (24 * HOUR) == 0:
+        return f"{seconds // (24 * HOUR)}d"
+    if seconds % HOUR == 0:
+        return f"{seconds // HOUR}h"
+    return f"{seconds // 60}m"
+
+
+@dataclasses.dataclass(frozen=True)
+class Counts:
+    """Good and total events over a window."""
+
+    good: float
+    total: float
+
+    def __post_init__(self) -> None:
+        if self.total < 0 or self.good < 0:
+            raise ValueError(f"event counts cannot be negative (good={self.good}, total={self.total})")
+
+    @property
+    def error_ratio(self) -> float | None:
+        """Share of bad events; None when there were no events (no evidence either way)."""
+        if self.total <= 0:
+            return None
+        return min(1.0, max(0.0, (self.total - self.good) / self.total))
+
+
+def allowed_error_ratio(objective_percent: float) -> float:
+    if not 0 < objective_percent < 100:
+        raise ValueError(f"objective must be between 0 and 100 percent, got {objective_percent}")
+    return 1.0 - objective_percent / 100.0
+
+
+def burn_rate(objective_percent: float, counts: Counts) -> float | None:
+    """How many times faster than sustainable the budget is being spent (1.0 = exactly on budget)."""
+    ratio = counts.error_ratio
+    return None if ratio is None else ratio / allowed_error_ratio(objective_percent)
+
+
+def budget_remaining(objective_percent: float, window: Counts) -> float | None:
+    """Share of the window's error budget left: 1 untouched, 0 spent, negative overspent."""
+    rate = burn_rate(objective_percent, window)
+    return None if rate is None else 1.0 - rate
+
+
+@dataclasses.dataclass(frozen=True)
+class Alert:
+    window: BurnWindow
+    long_rate: float | None
+    short_rate: float | None
+
+    @property
+    def firing(self) -> bool:
+        return (
+            self.long_rate is not None
+            and self.short_rate is not None
+            and self.long_rate >= self.window.factor
+            and self.short_rate >= self.window.factor
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """Burn rates per window, the alerts they make, and what the planner should do about them."""
+
+    rates: Mapping[str, float | None]
+    alerts: tuple[Alert, ...]
+    budget_remaining: float | None
+
+    @property
+    def fast_burn(self) -> bool:
+        return any(alert.firing and alert.window.fast for alert in self.alerts)
+
+    @property
+    def slow_burn(self) -> bool:
+        return any(alert.firing and not alert.window.fast for alert in self.alerts)
+
+    def summary(self) -> str:
+        firing = [f"{alert.window.name} at {alert.long_rate:.1f}x/{alert.short_rate:.1f}x (>= {alert.window.factor:g}x)"
+                  for alert in self.alerts if alert.firing]
+        return "burning: " + ", ".join(firing) if firing else "within budget"
+
+
+def evaluate(objective_percent: float, counts_by_window: Mapping[int, Counts], slo_window: Counts | None) -> Report:
+    """Burn rates for every window in ``counts_by_window`` (seconds -> counts) and the alerts."""
+    rates = {_label(seconds): burn_rate(objective_percent, counts) for seconds, counts in sorted(counts_by_window.items())}
+    alerts = tuple(
+        Alert(pair, rates.get(_label(pair.long)), rates.get(_label(pair.short))) for pair in BURN_WINDOWS
+    )
+    remaining = budget_remaining(objective_percent, slo_window) if slo_window is not None else None
+    return Report(rates, alerts, remaining)

@@ -1,0 +1,59 @@
+"""Shared fixtures: the example ClinicalSLO and SurgeSchedule manifests from the project's docs."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import yaml
+
+EXAMPLE_MANIFESTS = """
+apiVersion: healthscale.io/v1alpha1
+kind: ClinicalSLO
+metadata: {name: ed-triage-chart, namespace: ehr, labels: {healthscale.io/journey-group: emergency}}
+spec:
+  journey: "Open patient chart from ED triage"
+  criticality: critical
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: ehr-api}
+  mode: Active
+  objectives:
+    latency: {percentile: 95, thresholdSeconds: 1.5}
+    availability: 99.9
+    window: 28d
+  indicators:
+    demand: sum(rate(http_requests_total{service="ehr-api"}[5m]))
+    latency: histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{service="ehr-api"}[5m])))
+    errors: sum(rate(http_requests_total{service="ehr-api",code=~"5.."}[5m]))
+    total: sum(rate(http_requests_total{service="ehr-api"}[5m]))
+  capacity: {perReplica: 40, minReplicas: 2, maxReplicas: 60, startupSeconds: 120, headroomPercent: 10}
+  forecast: {history: 14d, step: 5m, horizon: 2h, model: auto}
+  scaleDown: {stabilizationSeconds: 600, maxStepPercent: 25}
+  residency: {dataClass: phi, regions: [eu-west-1, eu-central-1]}
+---
+apiVersion: healthscale.io/v1alpha1
+kind: SurgeSchedule
+metadata: {name: ed-shift-changes, namespace: ehr}
+spec:
+  timezone: America/Chicago
+  selector: {matchLabels: {healthscale.io/journey-group: emergency}}
+  sloRefs: [ed-triage-chart]
+  surges:
+  - {name: morning-rounds, cron: "0 7 * * 1-5", duration: 2h, leadTime: 20m, multiplier: 1.5, minReplicas: 10}
+  - {name: flu-season, start: "2026-12-01", end: "2027-03-01", multiplier: 1.3}
+  - {name: vaccination-drive, start: "2026-12-12T08:00", end: "2026-12-12T18:00", minReplicas: 20}
+"""
+
+_SLO_DOCUMENT, _SCHEDULE_DOCUMENT = yaml.safe_load_all(EXAMPLE_MANIFESTS)
+
+
+@pytest.fixture
+def slo_document() -> dict[str, Any]:
+    """A fresh copy of the example ClinicalSLO manifest, safe to modify."""
+    return copy.deepcopy(_SLO_DOCUMENT)
+
+
+@pytest.fixture
+def schedule_document() -> dict[str, Any]:
+    """A fresh copy of the example SurgeSchedule manifest, safe to modify."""
+    return copy.deepcopy(_SCHEDULE_DOCUMENT)
