@@ -54,7 +54,8 @@ def _backtest(arguments: argparse.Namespace) -> int:
         warmup = slo.spec.forecast.history.total_seconds() / 86400
     if warmup < 0:
         raise ValueError("--warmup-days must be >= 0")
-    total = replay.scored_intervals(demand, warmup)
+    intervals = replay.scored_intervals(demand, warmup)
+    total = intervals * (1 if arguments.no_references else len(replay.FORECASTING))
     started = time.perf_counter()
     from tqdm import tqdm
 
@@ -63,7 +64,7 @@ def _backtest(arguments: argparse.Namespace) -> int:
                                progress=lambda _: bar.update(), with_references=not arguments.no_references)
     elapsed = time.perf_counter() - started
     report.write_plan(result, arguments.output)
-    print(f"{demand.path.name}: {total} intervals of {demand.step}s replayed in {elapsed:.1f}s "
+    print(f"{demand.path.name}: {intervals} intervals of {demand.step}s replayed in {elapsed:.1f}s "
           f"(warm-up {warmup:g} days); plan written to {arguments.output}")
     for note in result.notes:
         print(f"note: {note}")

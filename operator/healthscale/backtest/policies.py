@@ -7,8 +7,9 @@ serves an interval is the time-weighted average of ready replicas across it.
 Every policy decides at the start of an interval and sees only the intervals before it:
 
 - ``healthscale``: the engine (forecast + schedule + reactive, planner guards), as the operator runs it;
-- ``reactive HPA``: Kubernetes' documented algorithm (``ceil(demand / target)``, 10% tolerance,
-  300 s scale-down stabilisation) with the target set so it keeps the same headroom;
+- ``reactive HPA``: Kubernetes' documented algorithm (``ceil(demand / target)``, 10% tolerance)
+  with the same headroom, and the ClinicalSLO's ``scaleDown`` as its ``behavior.scaleDown``;
+  the replay also runs it with the headroom raised until it uses healthscale's replica-hours;
 - ``schedule only``: KEDA-cron style floors from the SurgeSchedule, nothing else;
 - ``Holt-Winters``: the Predictive HPA: Holt-Winters (statsmodels) on the HPA's own replica
   history, taking the maximum of its prediction and the HPA's value;
@@ -26,7 +27,7 @@ import numpy as np
 from healthscale.domain import calendar, forecasting, planning, series
 
 HPA_TOLERANCE = 0.1
-HPA_DOWNSCALE_STABILISATION = 300
+"""The HPA controller's default ``--horizontal-pod-autoscaler-tolerance``."""
 
 
 class Capacity:
@@ -160,7 +161,13 @@ class Engine:
 
 
 class ReactiveHPA:
-    """Kubernetes HPA v2 on an average-value demand metric, with its default behaviour."""
+    """Kubernetes HPA v2 on an average-value demand metric.
+
+    It is configured as a user would to compare like with like: the same headroom (each pod
+    aims at perReplica / (1 + headroom)), the controller's 10% tolerance, and the ClinicalSLO's
+    ``scaleDown`` as the HPA's ``behavior.scaleDown`` (stabilisation window, and a Percent
+    policy of ``maxStepPercent`` per cycle). Scale-up is immediate, as by default.
+    """
 
     name = "reactive HPA"
 
@@ -187,11 +194,13 @@ class ReactiveHPA:
         if wanted is None:
             return Choice(context.current_replicas, "hold", note="no metric")
         self._recommendations = [(time, value) for time, value in self._recommendations
-                                 if context.now - time < HPA_DOWNSCALE_STABILISATION]
+                                 if context.now - time < self.policy.stabilization_seconds]
         self._recommendations.append((context.now, wanted))
         replicas = wanted
         if wanted < context.current_replicas:
             replicas = min(context.current_replicas, max(value for _, value in self._recommendations))
+            step_floor = context.current_replicas - max(1, math.floor(context.current_replicas * self.policy.max_step_fraction))
+            replicas = max(replicas, step_floor)
         return Choice(replicas, "reactive")
 
 

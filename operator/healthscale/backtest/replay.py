@@ -20,6 +20,9 @@ from healthscale.backtest import policies, trace as trace_
 from healthscale.domain import calendar, forecasting, planning, series
 
 FloatArray = series.FloatArray
+ENGINE = policies.Engine.name
+FORECASTING = (policies.Engine, policies.PredictiveHPA)
+"""The policies that forecast, and so report progress (the others replay in moments)."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -126,26 +129,71 @@ def replay(
     scored = np.flatnonzero(~np.isnan(values[first_scored:])) + first_scored
     start_demand = _last_observed_before(values, first_scored)
     initial = policies.oracle_replicas(policy, start_demand * (1 + policy.headroom))
-    capacities = {candidate.name: policies.Capacity(initial, policy.startup_seconds) for candidate in candidates}
-    desired = {candidate.name: np.zeros(scored.size, dtype=np.int64) for candidate in candidates}
-    ready = {candidate.name: np.zeros(scored.size) for candidate in candidates}
-    choices: dict[str, list[policies.Choice]] = {candidate.name: [] for candidate in candidates}
+    runs: dict[str, Run] = {}
+    for candidate in candidates:
+        runs[candidate.name] = _run(candidate, trace, scored, initial, policy.startup_seconds,
+                                    progress if isinstance(candidate, FORECASTING) else None)
+    oracle = np.array([policies.oracle_replicas(policy, float(values[position])) for position in scored], dtype=np.int64)
+    times = trace.series.start + scored.astype(np.int64) * step
+    result = Result(trace, policy, times, values[scored], runs, oracle, windows, tuple(notes))
+    if with_references:
+        matched = _matched_hpa(result, scored, initial)
+        ordered = list(runs.items())
+        ordered.insert(2, (matched.name, matched))
+        runs.clear()
+        runs.update(ordered)
+    return result
+
+
+def _run(candidate: policies.Policy, trace: trace_.Trace, scored: np.ndarray, initial: int, startup: int,
+         progress: Callable[[int], None] | None) -> Run:
+    """Replay one policy over the scored intervals on its own capacity model."""
+    step = trace.series.step
+    capacity = policies.Capacity(initial, startup)
+    desired = np.zeros(scored.size, dtype=np.int64)
+    ready = np.zeros(scored.size)
+    choices: list[policies.Choice] = []
     for row, position in enumerate(scored):
         now = trace.series.start + int(position) * step
-        for candidate in candidates:
-            capacity = capacities[candidate.name]
-            choice = candidate.decide(policies.Context(now, int(position), trace.series, capacity.requested))
-            capacity.request(now, choice.replicas)
-            desired[candidate.name][row] = choice.replicas
-            ready[candidate.name][row] = capacity.serving(now, now + step)
-            choices[candidate.name].append(choice)
+        choice = candidate.decide(policies.Context(now, int(position), trace.series, capacity.requested))
+        capacity.request(now, choice.replicas)
+        desired[row] = choice.replicas
+        ready[row] = capacity.serving(now, now + step)
+        choices.append(choice)
         if progress is not None:
             progress(row)
-    oracle = np.array([policies.oracle_replicas(policy, float(values[position])) for position in scored], dtype=np.int64)
-    runs = {candidate.name: Run(candidate.name, desired[candidate.name], ready[candidate.name], choices[candidate.name])
-            for candidate in candidates}
-    return Result(trace, policy, trace.series.start + scored.astype(np.int64) * step, values[scored], runs, oracle,
-                  windows, tuple(notes))
+    return Run(candidate.name, desired, ready, choices)
+
+
+MATCHED_HPA_PREFIX = "reactive HPA, same replica-hours"
+
+
+def _matched_hpa(result: Result, scored: np.ndarray, initial: int) -> Run:
+    """The reactive HPA given at least healthscale's replica-hours, by raising its headroom.
+
+    This is the like-for-like comparison: what reactive scaling achieves with the same budget.
+    Replica-hours grow with the HPA's headroom (not strictly, through rounding and tolerance), so
+    a bisection finds the least headroom, to 1%, whose replica-hours reach healthscale's.
+    """
+    budget = float(result.runs[ENGINE].ready.sum())
+
+    def attempt(headroom_percent: int) -> Run:
+        policy = dataclasses.replace(result.policy, headroom=headroom_percent / 100.0)
+        return _run(policies.ReactiveHPA(policy), result.trace, scored, initial, policy.startup_seconds, None)
+
+    low, high = 0, 100
+    best = attempt(high)
+    while float(best.ready.sum()) < budget and high < 1600:
+        low, high = high, high * 2
+        best = attempt(high)
+    while high - low > 1:
+        middle = (low + high) // 2
+        run = attempt(middle)
+        if float(run.ready.sum()) >= budget:
+            high, best = middle, run
+        else:
+            low = middle
+    return dataclasses.replace(best, name=f"{MATCHED_HPA_PREFIX} (headroom {high}%)")
 
 
 def _last_observed_before(values: FloatArray, position: int) -> float:

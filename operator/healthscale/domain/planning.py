@@ -8,7 +8,9 @@ Each cycle the planner proposes replicas from four signals and takes the largest
 - ``reactive``: the demand observed now;
 - ``minimum``: ``capacity.minReplicas``.
 
-Demand becomes replicas as ``ceil(demand x (1 + headroom) / perReplica)``. The proposal is then
+Forecast demand becomes replicas as ``ceil(max(quantile, point x (1 + headroom)) / perReplica)``:
+headroom and the quantile do not stack. Current demand counts without headroom while a forecast
+exists (it wins on a real excursion) and with headroom when none does. The proposal is then
 clamped to ``maxReplicas`` and guarded on the way down: no scale-down without a forecast or
 during a fast error-budget burn, stabilisation to the highest recent proposal, and a step limit.
 The planner is pure: it receives ``now`` and returns the decision and its new memory.
@@ -175,6 +177,10 @@ def _multiplier_at(times: series.IntArray, surges: Sequence[calendar.Window]) ->
     return multipliers, names
 
 
+def _extra(extra_headroom: float) -> str:
+    return f", +{extra_headroom * 100:.0f}% for the fast burn" if extra_headroom > 0 else ""
+
+
 def _proposals(policy: Policy, inputs: Inputs, headroom: float) -> tuple[list[Proposal], float | None, int | None]:
     proposals = [Proposal(Signal.MINIMUM, policy.min_replicas, None, f"minReplicas {policy.min_replicas}")]
     horizon_end = inputs.now + policy.lookahead
@@ -182,23 +188,28 @@ def _proposals(policy: Policy, inputs: Inputs, headroom: float) -> tuple[list[Pr
     peak_time: int | None = None
     forecast = inputs.forecast
     if isinstance(forecast, forecasting.Forecast):
+        # Headroom and the quantile guard against the same risk, demand above the expected, so
+        # they do not stack: headroom is the least margin over the point forecast, and the
+        # quantile asks for more where the series' own errors say so. A fast burn adds on top.
         quantile = forecast.quantile(policy.quantile)
-        found = forecast.peak(quantile, inputs.now, horizon_end)
+        extra = headroom - policy.headroom
+        planned = np.maximum(quantile, forecast.point * (1.0 + policy.headroom)) * (1.0 + extra)
+        found = forecast.peak(planned, inputs.now, horizon_end)
         if found is not None:
             peak, peak_time = found
             proposals.append(Proposal(
-                Signal.FORECAST, policy.replicas_for(peak, headroom), peak,
-                f"p{policy.quantile * 100:g} demand {peak:.4g} within {(horizon_end - inputs.now) // 60}m "
-                f"({forecast.model}), {policy.per_replica:g}/replica, headroom {headroom * 100:.0f}%",
+                Signal.FORECAST, policy.replicas_for(peak, 0.0), peak,
+                f"demand {peak:.4g} within {(horizon_end - inputs.now) // 60}m (the larger of p{policy.quantile * 100:g} "
+                f"and point +{policy.headroom * 100:.0f}%{_extra(extra)}; {forecast.model}), {policy.per_replica:g}/replica",
             ))
             multipliers, names = _multiplier_at(forecast.times(), inputs.surges)
             if np.any(multipliers > 1.0):
-                surged = forecast.peak(quantile * multipliers, inputs.now, horizon_end)
+                surged = forecast.peak(planned * multipliers, inputs.now, horizon_end)
                 if surged is not None and surged[0] > peak:
                     index = (surged[1] - forecast.start) // forecast.step
                     proposals.append(Proposal(
-                        Signal.SCHEDULE, policy.replicas_for(surged[0], headroom), surged[0],
-                        f"{names[index]} x{multipliers[index]:g} on forecast {quantile[index]:.4g}", names[index],
+                        Signal.SCHEDULE, policy.replicas_for(surged[0], 0.0), surged[0],
+                        f"{names[index]} x{multipliers[index]:g} on planned demand {planned[index]:.4g}", names[index],
                     ))
     for window in inputs.surges:
         if not window.in_effect(series.from_epoch(inputs.now), dt.timedelta(seconds=policy.lookahead)):
@@ -213,17 +224,14 @@ def _proposals(policy: Policy, inputs: Inputs, headroom: float) -> tuple[list[Pr
                                       f"{window.surge} x{window.multiplier:g} on current demand {inputs.current_demand:.4g}",
                                       window.surge))
     if inputs.current_demand is not None:
-        # With a forecast in hand, headroom belongs to the forecast; the reactive signal then only
-        # guarantees the replicas that today's demand needs, so that it wins on a real excursion
-        # and not on every noisy interval. Without a forecast it is the demand signal and keeps headroom.
-        import os
-        mode = os.environ.get("HS_REACTIVE", "A")
-        reactive_headroom = headroom if peak is None or mode == "H" else 0.0
-        if mode != "B" or peak is None:
-            proposals.append(Proposal(
-                Signal.REACTIVE, policy.replicas_for(inputs.current_demand, reactive_headroom), inputs.current_demand,
-                f"current demand {inputs.current_demand:.4g}, {policy.per_replica:g}/replica, headroom {reactive_headroom * 100:.0f}%",
-            ))
+        # With a forecast in hand the forecast carries the margin, and the reactive signal only
+        # guarantees what today's demand needs: it wins on a real excursion above the forecast,
+        # not on every noisy interval. Without a forecast it is the demand signal and keeps headroom.
+        reactive_headroom = headroom if peak is None else 0.0
+        proposals.append(Proposal(
+            Signal.REACTIVE, policy.replicas_for(inputs.current_demand, reactive_headroom), inputs.current_demand,
+            f"current demand {inputs.current_demand:.4g}, {policy.per_replica:g}/replica, headroom {reactive_headroom * 100:.0f}%",
+        ))
     return proposals, peak, peak_time
 
 
