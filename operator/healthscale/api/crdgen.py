@@ -63,10 +63,10 @@ def _structural(node: Any, definitions: dict[str, Any], rules: dict[str, list[di
         resolved = dict(definitions[name])
         extra = {key: value for key, value in node.items() if key != "$ref"}
         resolved.update(extra)
-        result = _structural(resolved, definitions, rules)
+        referenced = _structural(resolved, definitions, rules)
         if name in rules:
-            result["x-kubernetes-validations"] = copy.deepcopy(rules[name])
-        return result
+            referenced["x-kubernetes-validations"] = copy.deepcopy(rules[name])
+        return referenced
     if "anyOf" in node:
         options = [option for option in node["anyOf"] if option.get("type") != "null"]
         if len(options) != 1:
@@ -117,7 +117,7 @@ _OBJECTS_DEFAULTED_WHEN_ABSENT = {"objectives", "forecast", "scaleDown"}
 def _schema_for(model: type[pydantic.BaseModel]) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation", schema_generator=_ManifestDefaults)
     definitions = raw.get("$defs", {})
-    schema = _structural(raw, definitions, _validations_by_title())
+    schema: dict[str, Any] = _structural(raw, definitions, _validations_by_title())
     if model.__name__ in _validations_by_title():
         schema["x-kubernetes-validations"] = copy.deepcopy(_validations_by_title()[model.__name__])
     return schema

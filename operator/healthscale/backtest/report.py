@@ -123,7 +123,7 @@ def plot(result: replay.Result, path: pathlib.Path, days: float = 7.0) -> None:
                       label="ready capacity: reactive HPA")
         axis.set_title(f"{result.trace.path.name}: {title}" + (" (surge windows shaded)" if result.windows else ""))
         axis.set_ylabel("demand units")
-        axis.xaxis.set_major_formatter(mdates.DateFormatter("%a %d %b\n%H:%M"))
+        axis.xaxis.set_major_formatter(mdates.DateFormatter("%a %d %b\n%H:%M"))  # type: ignore[no-untyped-call]
         axis.grid(alpha=0.3)
         axis.legend(loc="upper left", fontsize=8, ncol=2)
     figure.tight_layout()

@@ -25,7 +25,7 @@ import dataclasses
 import functools
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import numpy as np
@@ -160,8 +160,11 @@ Outcome = Forecast | NoForecast
 class Fitted(Protocol):
     """A model fitted on history up to ``fitted_until``; predicts from any later origin."""
 
-    name: str
-    fitted_until: int
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def fitted_until(self) -> int: ...
 
     def predict_z(self, z_recent: FloatArray, recent_start: int, origin: int, steps: int,
                   levels: tuple[float, ...]) -> tuple[FloatArray, FloatArray]:
@@ -550,7 +553,9 @@ def _interpolate(z: FloatArray) -> FloatArray:
     return result
 
 
-_FITTERS = {HARMONIC: Harmonic.fit, SEASONAL_NAIVE: SeasonalNaive.fit, HOLT_WINTERS: HoltWinters.fit}
+_FITTERS: dict[str, Callable[[FloatArray, int, int, int, Settings], Fitted]] = {
+    HARMONIC: Harmonic.fit, SEASONAL_NAIVE: SeasonalNaive.fit, HOLT_WINTERS: HoltWinters.fit,
+}
 
 
 # --- model choice -----------------------------------------------------------------------------
