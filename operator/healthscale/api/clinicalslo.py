@@ -128,7 +128,7 @@ class Capacity(common.Model):
     startup_seconds: int = pydantic.Field(default=60, ge=0, le=86400)
     """Seconds from scale-up until a new replica serves; the planner looks this far ahead."""
     headroom_percent: float = pydantic.Field(default=10.0, ge=0, le=500)
-    """Extra capacity on top of the planned demand, in percent."""
+    """Least spare capacity over expected demand, in percent; the criticality's forecast quantile may ask for more."""
 
     crd_validations: ClassVar[list[dict[str, str]]] = [
         {"rule": "self.minReplicas <= self.maxReplicas", "message": "minReplicas must be <= maxReplicas"},
