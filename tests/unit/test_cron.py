@@ -126,6 +126,9 @@ def test_times_of_day_lists_every_matching_minute_in_order() -> None:
         ("0 0 1 JAN MON", "2026-02-02", "Monday", False),
         ("0 0 31 * *", "2026-04-30", "Thursday", False),
         ("@daily", "2026-02-28", "Saturday", True),
+        ("0 0 */2 * MON", "2026-02-03", "Tuesday", False),
+        ("0 0 */2 * MON", "2026-02-16", "Monday", False),
+        ("0 0 */2 * MON", "2026-02-23", "Monday", True),
     ],
     ids=[
         "a weekday schedule matches a Monday",
@@ -146,6 +149,9 @@ def test_times_of_day_lists_every_matching_minute_in_order() -> None:
         "the month still applies when both day fields are restricted",
         "day 31 never matches a thirty-day month",
         "@daily matches every day",
+        "a stepped star day of the month is unrestricted, so odd days need the weekday too (not OR)",
+        "a stepped star day of the month and the weekday must both match: even Monday fails",
+        "a stepped star day of the month and the weekday both match on an odd Monday",
     ],
 )
 def test_matches_day(expression: str, day: str, weekday_name: str, expected: bool) -> None:

@@ -117,6 +117,8 @@ def parse(expression: str) -> CronSpec:
         days_of_month=parsed[2],
         months=parsed[3],
         weekdays=weekdays,
-        day_of_month_restricted=parts[2] != "*",
-        weekday_restricted=parts[4] != "*",
+        # As in Vixie cron, a field that starts with "*" (also "*/2") does not restrict days, so
+        # "*/2 ... 1-5" means every other day AND a weekday, not OR.
+        day_of_month_restricted=not parts[2].startswith("*"),
+        weekday_restricted=not parts[4].startswith("*"),
     )
