@@ -1,4 +1,4 @@
-"""The ``healthscale`` command: ``backtest`` (replay a demand trace) and ``crds`` (generate CRDs).
+"""The ``healthscale`` command: ``backtest`` (replay a demand trace), ``run`` (the operator), ``crds``.
 
 Bad input exits with status 2 and a message that names the file, the row or field, and the rule.
 """
@@ -35,6 +35,21 @@ def _parser() -> argparse.ArgumentParser:
     backtest.add_argument("--warmup-days", type=float, default=None,
                           help="days at the start used only as history (default: the SLO's forecast.history)")
     backtest.add_argument("--no-references", action="store_true", help="replay healthscale only (faster)")
+
+    run = commands.add_parser(
+        "run", help="run the operator (in-cluster, or with the kubeconfig named by KUBECONFIG)",
+        description="Watch ClinicalSLOs and SurgeSchedules, forecast from Prometheus and scale ahead of demand.",
+    )
+    run.add_argument("--prometheus-url", required=True, help="e.g. http://prometheus.monitoring:9090")
+    run.add_argument("--prometheus-bearer-token-file", type=pathlib.Path, help="file holding a bearer token")
+    run.add_argument("--prometheus-ca-file", type=pathlib.Path, help="CA bundle to verify Prometheus' TLS certificate")
+    run.add_argument("--prometheus-insecure-skip-verify", action="store_true", help="do not verify TLS (testing only)")
+    run.add_argument("--namespace", action="append", default=[], dest="namespaces",
+                     help="watch only this namespace (repeatable; default: all namespaces)")
+    run.add_argument("--dry-run", action="store_true", help="plan and report everything, change no workload")
+    run.add_argument("--metrics-port", type=int, default=9102, help="port for /metrics (0 turns it off)")
+    run.add_argument("--health-port", type=int, default=8080, help="port for /healthz (0 turns it off)")
+    run.add_argument("--peering", metavar="NAME", help="Kopf peering object for several replicas (default: standalone)")
 
     crds = commands.add_parser("crds", help="write the CustomResourceDefinitions generated from the models")
     crds.add_argument("--output-dir", type=pathlib.Path, default=pathlib.Path("crds"))
@@ -92,6 +107,28 @@ def _crds(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _run(arguments: argparse.Namespace) -> int:
+    from healthscale.runtime import operator
+
+    token = None
+    if arguments.prometheus_bearer_token_file is not None:
+        try:
+            token = arguments.prometheus_bearer_token_file.read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise ValueError(f"--prometheus-bearer-token-file: cannot read {error.filename}: {error.strerror}") from None
+    return operator.run(operator.Options(
+        prometheus_url=arguments.prometheus_url,
+        bearer_token=token,
+        ca_file=str(arguments.prometheus_ca_file) if arguments.prometheus_ca_file else None,
+        insecure_skip_verify=arguments.prometheus_insecure_skip_verify,
+        namespaces=tuple(arguments.namespaces),
+        dry_run=arguments.dry_run,
+        metrics_port=arguments.metrics_port,
+        health_port=arguments.health_port,
+        peering=arguments.peering,
+    ))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from threadpoolctl import threadpool_limits
 
@@ -101,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if arguments.command == "backtest":
             return _backtest(arguments)
+        if arguments.command == "run":
+            return _run(arguments)
         return _crds(arguments)
     except (manifests.ManifestError, trace.TraceError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -230,6 +230,19 @@ class ClinicalSLOSpec(common.Model):
     """Data residency: the regions the pods may run in."""
 
 
+class OriginalScale(common.Model):
+    """What the target had before healthscale first changed it; restored on deletion."""
+
+    kind: str
+    """Deployment, StatefulSet or HorizontalPodAutoscaler."""
+    name: str
+    """Name of the object that was changed."""
+    replicas: int | None = None
+    """The workload's replicas, when healthscale scaled it directly."""
+    min_replicas: int | None = None
+    """The HPA's minReplicas, when healthscale moved its floor."""
+
+
 class ClinicalSLOStatus(common.Model):
     """What healthscale observed and decided, written every cycle."""
 
@@ -265,6 +278,10 @@ class ClinicalSLOStatus(common.Model):
     """Share of the error budget left in the window (1 = untouched)."""
     burn_rates: dict[str, float] = pydantic.Field(default_factory=dict)
     """Error-budget burn rate per window (1h, 5m, 6h, 30m, 1d, 2h, 3d, 6h)."""
+    original: OriginalScale | None = None
+    """The replicas or HPA floor healthscale found, restored when the ClinicalSLO is deleted."""
+    last_cycle_time: str | None = None
+    """When the last cycle ran (RFC 3339)."""
 
 
 class ClinicalSLO(pydantic.BaseModel):

@@ -342,19 +342,31 @@ class Harmonic:
     @staticmethod
     def fit(z: FloatArray, start: int, step: int, span: int, settings: Settings) -> Harmonic:
         observed_days = _observed_weekdays(z, start, step, settings.timezone)
+        present = ~np.isnan(z)
+        seconds, weekdays = series_.wall_clock(start + step * np.flatnonzero(present).astype(np.int64), settings.timezone)
+        # A daily shape needs as many distinct observed times of day as it has terms; when the
+        # same hours are always missing (a service closed at night), fit a smoother shape.
+        distinct_slots = int(np.unique((seconds // step).astype(np.int64)).size)
         weekly = span >= WEEKLY_HISTORY
         design = _Design(
             weekday_levels=weekly,
             weekend_shape=weekly and observed_days["weekend"] >= 2 and observed_days["weekday"] >= 2,
-            daily_order=min(_HARMONIC_ORDER, max(1, series_.DAY // step // 2 - 1)),
+            daily_order=max(1, min(_HARMONIC_ORDER, series_.DAY // step // 2 - 1, (distinct_slots - 1) // 2)),
             timezone=settings.timezone,
         )
         matrix = _cached_matrix(design, start, step, z.shape[0])
-        present = ~np.isnan(z)
         rows, target = matrix[present], z[present]
         coefficients = _weighted_ridge(rows, target, np.ones(target.shape[0]))
         for _ in range(2):
             coefficients = _weighted_ridge(rows, target, _huber_weights(target - rows @ coefficients))
+        if design.weekday_levels:
+            # A weekday never observed has no level of its own (the ridge leaves it near 0, which
+            # would forecast no demand): it gets the average level of the days that were seen.
+            seen = np.unique(weekdays)
+            unseen = np.setdiff1d(np.arange(7), seen)
+            if unseen.size and seen.size:
+                coefficients = coefficients.copy()
+                coefficients[unseen] = coefficients[seen].mean()
         residuals = z - matrix @ coefficients
         phi = _ar1(residuals)
         steps = settings.horizon_steps
@@ -624,7 +636,7 @@ def _prepare(history: series_.Series) -> tuple[FloatArray, tuple[str, ...]]:
     invalid = ~np.isfinite(values) & ~np.isnan(values)
     negative = values < 0
     if invalid.any() or negative.any():
-        notes.append(f"ignored {int(invalid.sum() + negative.sum())} infinite or negative samples")
+        notes.append(f"ignored {int((invalid | negative).sum())} infinite or negative samples")
         values[invalid | negative] = np.nan
     return values, tuple(notes)
 
@@ -682,7 +694,7 @@ def predict(state: State, recent: series_.Series, origin: int) -> Outcome:
         return NoForecast("NoData", "no recent demand samples")
     staleness = origin - (latest[0] + recent.step)
     allowed = max(settings.horizon, 3600)
-    if staleness > allowed:
+    if staleness > allowed and not _usually_quiet(recent, origin - allowed, origin):
         return NoForecast(
             "StaleData", f"the newest demand sample is {_hours(staleness)} old (more than {_hours(allowed)})"
         )
@@ -706,6 +718,27 @@ def predict(state: State, recent: series_.Series, origin: int) -> Outcome:
         error=state.error,
         notes=state.notes,
     )
+
+
+def _usually_quiet(recent: series_.Series, begin: int, end: int) -> bool:
+    """True when ``[begin, end)`` had no samples on most of the previous seven days too.
+
+    A clinic closed at night has no demand samples every night: that silence is its normal
+    shape, and the forecast for the morning is exactly what is needed. Silence at an hour that
+    usually has samples is a broken metrics pipeline, and the data is stale.
+    """
+    checked = quiet = 0
+    for days_back in range(1, 8):
+        first = (begin - days_back * series_.DAY - recent.start) // recent.step
+        last = (end - days_back * series_.DAY - recent.start) // recent.step
+        if first < 0:
+            break
+        span = recent.values[first:last]
+        if span.size == 0:
+            continue
+        checked += 1
+        quiet += bool(np.all(np.isnan(span)))
+    return checked >= 2 and 2 * quiet >= checked
 
 
 def needs_refit(state: State | None, settings: Settings, now: int) -> bool:

@@ -104,6 +104,8 @@ class Inputs:
     forecast: forecasting.Outcome
     surges: Sequence[calendar.Window] = ()
     fast_burn: bool = False
+    demand_anomaly: bool = False
+    """Demand has stayed above the forecast's band: lean on current demand, with headroom."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +124,8 @@ class Decision:
     """The replicas to run and the reasons, with the numbers behind them."""
 
     desired_replicas: int
+    winner: Proposal
+    """The proposal that asked for the most replicas (ties go to the more informative signal)."""
     reason: Signal
     surge: str | None
     recommended: int
@@ -134,9 +138,6 @@ class Decision:
     forecast_peak_time: int | None
     no_forecast: forecasting.NoForecast | None
 
-    @property
-    def winner(self) -> Proposal:
-        return next(proposal for proposal in self.proposals if proposal.signal == self.reason and proposal.surge == self.surge)
 
     def explanation(self) -> str:
         """One sentence, e.g. ``12 replicas (was 8): forecast p90 demand 431 over the next 7m ...``."""
@@ -226,8 +227,9 @@ def _proposals(policy: Policy, inputs: Inputs, headroom: float) -> tuple[list[Pr
     if inputs.current_demand is not None:
         # With a forecast in hand the forecast carries the margin, and the reactive signal only
         # guarantees what today's demand needs: it wins on a real excursion above the forecast,
-        # not on every noisy interval. Without a forecast it is the demand signal and keeps headroom.
-        reactive_headroom = headroom if peak is None else 0.0
+        # not on every noisy interval. Without a forecast, or while demand runs above the forecast's
+        # band (an anomaly), it is the demand signal and keeps headroom.
+        reactive_headroom = headroom if peak is None or inputs.demand_anomaly else 0.0
         proposals.append(Proposal(
             Signal.REACTIVE, policy.replicas_for(inputs.current_demand, reactive_headroom), inputs.current_demand,
             f"current demand {inputs.current_demand:.4g}, {policy.per_replica:g}/replica, headroom {reactive_headroom * 100:.0f}%",
@@ -267,6 +269,7 @@ def plan(policy: Policy, inputs: Inputs, memory: Memory = Memory()) -> tuple[Dec
                 guards.append(f"step-limited to {desired} (at most {policy.max_step_fraction * 100:g}% down per cycle)")
     decision = Decision(
         desired_replicas=desired,
+        winner=best,
         reason=best.signal,
         surge=best.surge,
         recommended=recommended,

@@ -1,0 +1,1 @@
+"""Edges that talk to the outside: Prometheus and the Kubernetes API server."""

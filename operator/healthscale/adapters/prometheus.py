@@ -1,0 +1,137 @@
+"""Reads demand history and SLO counts from Prometheus.
+
+The only module that speaks to Prometheus. History is fetched incrementally: the first cycle of a
+ClinicalSLO reads ``forecast.history`` in chunks, later cycles only what is new since the last
+sample (plus one step, because the newest point may still have been moving). An empty result is
+its own outcome (``Empty``), distinct from an unreachable or failing Prometheus
+(``MetricsUnavailable``): the first is "no data yet", the second must never lead to a scale-down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+from typing import Any
+
+import numpy as np
+import prometheus_api_client
+import requests
+from prometheus_api_client import exceptions as prometheus_exceptions
+
+from healthscale.domain import series
+
+MAX_POINTS_PER_QUERY = 10_000
+"""Prometheus refuses query_range above 11,000 points; stay under it."""
+
+
+class MetricsUnavailable(Exception):
+    """Prometheus could not answer (unreachable, timeout, bad query, HTTP error)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Auth:
+    """How to reach Prometheus: bearer token and TLS options."""
+
+    bearer_token: str | None = None
+    ca_file: str | None = None
+    insecure_skip_verify: bool = False
+
+
+class Client:
+    """A thin, typed wrapper around prometheus-api-client."""
+
+    def __init__(self, url: str, auth: Auth = Auth(), timeout: int = 30) -> None:
+        headers = {"Authorization": f"Bearer {auth.bearer_token}"} if auth.bearer_token else None
+        session = requests.Session()
+        if auth.ca_file:
+            session.verify = auth.ca_file
+        self._connection = prometheus_api_client.PrometheusConnect(
+            url=url, headers=headers, disable_ssl=auth.insecure_skip_verify, session=session, timeout=timeout,
+        )
+        self.url = url
+
+    def range(self, query: str, start: int, end: int, step: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Every series the query returns over ``[start, end]``: (epoch seconds, values)."""
+        try:
+            result: list[dict[str, Any]] = self._connection.custom_query_range(
+                query, start_time=dt.datetime.fromtimestamp(start, dt.timezone.utc),
+                end_time=dt.datetime.fromtimestamp(end, dt.timezone.utc), step=f"{step}s",
+            )
+        except (requests.RequestException, prometheus_exceptions.PrometheusApiClientException, ValueError) as error:
+            raise MetricsUnavailable(f"query_range failed: {error}") from error
+        found = []
+        for item in result:
+            pairs = np.asarray(item.get("values", []), dtype=np.float64).reshape(-1, 2)
+            found.append((pairs[:, 0], pairs[:, 1]))
+        return found
+
+    def instant(self, query: str) -> list[tuple[dict[str, str], float]]:
+        """The query's series now: (labels, value)."""
+        try:
+            result: list[dict[str, Any]] = self._connection.custom_query(query)
+        except (requests.RequestException, prometheus_exceptions.PrometheusApiClientException, ValueError) as error:
+            raise MetricsUnavailable(f"query failed: {error}") from error
+        return [(dict(item.get("metric", {})), float(item["value"][1])) for item in result]
+
+    def scalar(self, query: str) -> float | None:
+        """A query expected to return one series; None when it returns nothing or NaN."""
+        found = self.instant(query)
+        if not found:
+            return None
+        value = found[0][1]
+        return None if math.isnan(value) else value
+
+
+@dataclasses.dataclass
+class HistoryCache:
+    """One ClinicalSLO's demand history, kept between cycles."""
+
+    query: str
+    step: int
+    history: series.Series | None = None
+
+
+def read_history(client: Client, cache: HistoryCache, now: int, history_seconds: int) -> series.Series:
+    """The demand series over ``[now - history, now]``, fetching only what the cache lacks.
+
+    Raises ``MetricsUnavailable`` when Prometheus fails, and ``ValueError`` when the demand query
+    returns more than one series (it must aggregate to one).
+    """
+    step = cache.step
+    begin = (now - history_seconds) // step * step
+    end = now // step * step
+    kept = cache.history
+    if kept is not None and kept.end > begin and len(kept):
+        # Refetch the last known point too: it may have been computed from an incomplete window.
+        fetch_from = max(begin, kept.end - step)
+    else:
+        kept, fetch_from = None, begin
+    times: list[np.ndarray] = []
+    values: list[np.ndarray] = []
+    chunk = MAX_POINTS_PER_QUERY * step
+    for chunk_start in range(fetch_from, end + 1, chunk):
+        chunk_end = min(end, chunk_start + chunk - step)
+        found = client.range(cache.query, chunk_start, chunk_end, step)
+        if len(found) > 1:
+            raise ValueError(f"indicators.demand returned {len(found)} series; aggregate it to one (e.g. sum(...))")
+        for series_times, series_values in found:
+            times.append(series_times)
+            values.append(series_values)
+    fresh = series.from_samples(np.concatenate(times) if times else [], np.concatenate(values) if values else [], step)
+    merged = _merge(kept, fresh, begin, end, step)
+    cache.history = merged
+    return merged
+
+
+def _merge(kept: series.Series | None, fresh: series.Series, begin: int, end: int, step: int) -> series.Series:
+    """``kept`` updated by ``fresh`` on the grid ``[begin, end]`` (fresh samples win)."""
+    count = (end - begin) // step + 1
+    values = np.full(count, np.nan)
+    for source in (kept, fresh):
+        if source is None or not len(source):
+            continue
+        offsets = (source.start + np.arange(len(source)) * source.step - begin) // step
+        inside = (offsets >= 0) & (offsets < count) & ~np.isnan(source.values)
+        values[offsets[inside]] = source.values[inside]
+    return series.Series(begin, step, values)

@@ -1,0 +1,1 @@
+"""The Kopf operator: handlers, settings and the metrics it exposes."""

@@ -1,0 +1,65 @@
+"""The operator's own Prometheus metrics: what it decided for each ClinicalSLO, and how fast.
+
+Labels are namespace and ClinicalSLO name only, never anything from the workload's data.
+"""
+
+from __future__ import annotations
+
+import prometheus_client
+
+from healthscale.service import cycle
+
+_LABELS = ("namespace", "clinicalslo")
+REASONS = ("schedule", "forecast", "reactive", "minimum")
+
+DESIRED = prometheus_client.Gauge("healthscale_desired_replicas", "Replicas the last plan asked for", _LABELS)
+CURRENT = prometheus_client.Gauge("healthscale_current_replicas", "Replicas the target had at the last cycle", _LABELS)
+DEMAND = prometheus_client.Gauge("healthscale_current_demand", "Latest observed demand", _LABELS)
+FORECAST_PEAK = prometheus_client.Gauge(
+    "healthscale_forecast_peak_demand", "Highest planned demand over the lookahead", _LABELS)
+REASON = prometheus_client.Gauge(
+    "healthscale_decision_reason", "1 for the signal that decided the last plan, 0 for the others", (*_LABELS, "reason"))
+FORECASTING = prometheus_client.Gauge(
+    "healthscale_forecast_available", "1 when the last cycle had a forecast, 0 when it had none", _LABELS)
+BUDGET = prometheus_client.Gauge(
+    "healthscale_error_budget_remaining", "Share of the SLO window's error budget left", _LABELS)
+SCALE_ACTIONS = prometheus_client.Counter(
+    "healthscale_scale_actions", "Scale or HPA-floor changes made", _LABELS)
+CYCLE_SECONDS = prometheus_client.Histogram(
+    "healthscale_cycle_seconds", "Time to observe, forecast, plan and apply one ClinicalSLO",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+
+
+def record(namespace: str, name: str, result: cycle.Result) -> None:
+    decision = result.decision
+    if decision is None:
+        return
+    DESIRED.labels(namespace, name).set(decision.desired_replicas)
+    CURRENT.labels(namespace, name).set(decision.current_replicas)
+    demand = result.status.get("currentDemand")
+    if demand is not None:
+        DEMAND.labels(namespace, name).set(float(demand))
+    if decision.forecast_peak is not None:
+        FORECAST_PEAK.labels(namespace, name).set(decision.forecast_peak)
+    for reason in REASONS:
+        REASON.labels(namespace, name, reason).set(1.0 if str(decision.reason) == reason else 0.0)
+    FORECASTING.labels(namespace, name).set(0.0 if decision.no_forecast is not None else 1.0)
+    budget = result.status.get("errorBudgetRemaining")
+    if budget is not None:
+        BUDGET.labels(namespace, name).set(float(budget))
+    if result.scaled:
+        SCALE_ACTIONS.labels(namespace, name).inc()
+
+
+def forget(namespace: str, name: str) -> None:
+    """Drop a deleted ClinicalSLO's series so dashboards do not show stale values."""
+    for gauge in (DESIRED, CURRENT, DEMAND, FORECAST_PEAK, FORECASTING, BUDGET, SCALE_ACTIONS):
+        try:
+            gauge.remove(namespace, name)
+        except KeyError:
+            pass
+    for reason in REASONS:
+        try:
+            REASON.remove(namespace, name, reason)
+        except KeyError:
+            pass

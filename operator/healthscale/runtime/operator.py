@@ -1,0 +1,49 @@
+"""Starting the operator: options, the metrics endpoint, and Kopf's run loop."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import urllib.parse
+
+import kopf
+import prometheus_client
+
+from healthscale.adapters import prometheus
+from healthscale.runtime import handlers
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    prometheus_url: str
+    bearer_token: str | None = None
+    ca_file: str | None = None
+    insecure_skip_verify: bool = False
+    namespaces: tuple[str, ...] = ()
+    dry_run: bool = False
+    metrics_port: int = 9102
+    health_port: int = 8080
+    peering: str | None = None
+
+
+def run(options: Options) -> int:
+    parsed = urllib.parse.urlparse(options.prometheus_url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError(f"--prometheus-url {options.prometheus_url!r} must be an http(s) URL with a host")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    runtime = handlers.make_runtime(
+        options.prometheus_url,
+        prometheus.Auth(options.bearer_token, options.ca_file, options.insecure_skip_verify),
+        options.dry_run,
+    )
+    if options.metrics_port:
+        prometheus_client.start_http_server(options.metrics_port)
+    kopf.run(
+        clusterwide=not options.namespaces,
+        namespaces=options.namespaces,
+        standalone=options.peering is None,
+        peering_name=options.peering,
+        liveness_endpoint=f"http://0.0.0.0:{options.health_port}/healthz" if options.health_port else None,
+        memo=kopf.Memo(runtime=runtime),
+    )
+    return 0

@@ -1,0 +1,1 @@
+"""Application services: one reconcile cycle, wiring the pure engine to the adapters."""
