@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="plan and report everything, change no workload")
     run.add_argument("--metrics-port", type=int, default=9102, help="port for /metrics (0 turns it off)")
     run.add_argument("--health-port", type=int, default=8080, help="port for /healthz (0 turns it off)")
+    run.add_argument("--log-format", choices=("plain", "json"), default="plain", help="json for log pipelines")
+    run.add_argument("--verbose", action="store_true", help="debug logging")
     run.add_argument("--peering", metavar="NAME", help="Kopf peering object for several replicas (default: standalone)")
 
     crds = commands.add_parser("crds", help="write the CustomResourceDefinitions generated from the models")
@@ -126,6 +128,8 @@ def _run(arguments: argparse.Namespace) -> int:
         metrics_port=arguments.metrics_port,
         health_port=arguments.health_port,
         peering=arguments.peering,
+        log_format=arguments.log_format,
+        verbose=arguments.verbose,
     ))
 
 

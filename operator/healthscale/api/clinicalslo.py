@@ -243,6 +243,56 @@ class OriginalScale(common.Model):
     """The HPA's minReplicas, when healthscale moved its floor."""
 
 
+class Recommendation(common.Model):
+    """One cycle's recommended replicas, kept for scale-down stabilisation across restarts."""
+
+    time: str
+    """When it was recommended (RFC 3339)."""
+    replicas: int
+    """The replicas recommended."""
+
+
+class ResidencyViolation(common.Model):
+    """A pod found running on a node outside the allowed regions."""
+
+    pod: str
+    """The pod's name."""
+    node: str
+    """The node it runs on."""
+    region: str
+    """The node's region label, or "unlabelled"."""
+
+
+class ResidencyShortfall(common.Model):
+    """Replicas that stay Pending because the allowed regions lack room (residency is never relaxed)."""
+
+    replicas: int
+    """How many replicas the scheduler could not place."""
+    regions: tuple[str, ...] = ()
+    """The allowed regions they wait for; capacity must be added there."""
+    regions_without_nodes: tuple[str, ...] = ()
+    """Allowed regions that have no node at all."""
+
+
+class ResidencyStatus(common.Model):
+    """Where the journey's pods may run and where they actually run, checked every cycle."""
+
+    compliant: bool | None = None
+    """True when the pod template requires the allowed regions and every pod runs inside them."""
+    label: str | None = None
+    """The node label read as the region (the operator's --region-label)."""
+    regions: tuple[str, ...] = ()
+    """The allowed regions."""
+    enforced: bool | None = None
+    """Whether the target's pod template requires the allowed regions."""
+    violations: tuple[ResidencyViolation, ...] = ()
+    """Pods running outside the allowed regions: pod, node and region."""
+    shortfall: ResidencyShortfall | None = None
+    """Replicas pending for lack of room in the allowed regions."""
+    evicted: tuple[str, ...] = ()
+    """Pods evicted in the last cycle for running outside the allowed regions (evict mode)."""
+
+
 class ClinicalSLOStatus(common.Model):
     """What healthscale observed and decided, written every cycle."""
 
@@ -251,7 +301,7 @@ class ClinicalSLOStatus(common.Model):
     observed_generation: int | None = None
     """The .metadata.generation the status describes."""
     conditions: tuple[common.Condition, ...] = ()
-    """Ready, MetricsAvailable, Forecasting and the other conditions."""
+    """Ready, MetricsAvailable, Forecasting, DemandAnomaly, ResidencyCompliant and ResidencyCapacityShortfall."""
     current_demand: float | None = None
     """Latest observed demand."""
     forecast_peak: float | None = None
@@ -280,8 +330,12 @@ class ClinicalSLOStatus(common.Model):
     """Error-budget burn rate per window (1h, 5m, 6h, 30m, 1d, 2h, 3d, 6h)."""
     original: OriginalScale | None = None
     """The replicas or HPA floor healthscale found, restored when the ClinicalSLO is deleted."""
+    residency: ResidencyStatus | None = None
+    """Data residency: compliance, violations (pod, node, region) and capacity shortfall."""
     last_cycle_time: str | None = None
     """When the last cycle ran (RFC 3339)."""
+    recommendations: tuple[Recommendation, ...] = ()
+    """Recommendations within the stabilisation window, so that a restarted operator does not dip."""
 
 
 class ClinicalSLO(pydantic.BaseModel):

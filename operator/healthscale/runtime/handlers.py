@@ -116,15 +116,18 @@ def tick(body: kopf.Body, status: kopf.Status, namespace: str | None, name: str,
     try:
         result = cycle.run(slo, schedules, now, runtime.clients, memory, dict(status), runtime.dry_run)
     except kube.TargetNotFound as error:
+        metrics.CYCLE_ERRORS.labels(slo.metadata.namespace, name, "TargetNotFound").inc()
         _not_ready(patch, status, slo, now, "TargetNotFound", str(error))
         raise kopf.TemporaryError(f"{error}; retrying", delay=30) from error
     except kube.ApiError as error:
+        metrics.CYCLE_ERRORS.labels(slo.metadata.namespace, name, "ApiError").inc()
         _not_ready(patch, status, slo, now, "ApiError", str(error))
         if error.retryable:
             raise kopf.TemporaryError(str(error), delay=15) from error
         kopf.warn(body, reason="ScaleRefused", message=str(error))
         return
     except ValueError as error:  # e.g. a demand query that returns several series
+        metrics.CYCLE_ERRORS.labels(slo.metadata.namespace, name, "InvalidQuery").inc()
         _not_ready(patch, status, slo, now, "InvalidQuery", str(error))
         kopf.warn(body, reason="InvalidQuery", message=str(error))
         return
@@ -135,7 +138,12 @@ def tick(body: kopf.Body, status: kopf.Status, namespace: str | None, name: str,
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     metrics.record(slo.metadata.namespace, name, result)
     if result.decision is not None:
-        logger.info("%s", result.decision.explanation())
+        decision = result.decision
+        # Names and numbers only: nothing from the workload's requests reaches the log.
+        logger.info("%s", decision.explanation(), extra={
+            "desired": decision.desired_replicas, "current": decision.current_replicas,
+            "reason": str(decision.reason), "surge": decision.surge, "forecast_peak": decision.forecast_peak,
+            "guards": list(decision.guards)})
 
 
 def _not_ready(patch: kopf.Patch, status: kopf.Status, slo: clinicalslo.ClinicalSLO, now: int,

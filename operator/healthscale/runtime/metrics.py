@@ -23,6 +23,10 @@ FORECASTING = prometheus_client.Gauge(
     "healthscale_forecast_available", "1 when the last cycle had a forecast, 0 when it had none", _LABELS)
 BUDGET = prometheus_client.Gauge(
     "healthscale_error_budget_remaining", "Share of the SLO window's error budget left", _LABELS)
+FORECAST_ERROR = prometheus_client.Gauge(
+    "healthscale_forecast_error", "Recent forecast error, mean absolute scaled (1 = as good as naive)", _LABELS)
+CYCLE_ERRORS = prometheus_client.Counter(
+    "healthscale_cycle_errors", "Cycles that failed, by cause", (*_LABELS, "cause"))
 SCALE_ACTIONS = prometheus_client.Counter(
     "healthscale_scale_actions", "Scale or HPA-floor changes made", _LABELS)
 CYCLE_SECONDS = prometheus_client.Histogram(
@@ -44,6 +48,9 @@ def record(namespace: str, name: str, result: cycle.Result) -> None:
     for reason in REASONS:
         REASON.labels(namespace, name, reason).set(1.0 if str(decision.reason) == reason else 0.0)
     FORECASTING.labels(namespace, name).set(0.0 if decision.no_forecast is not None else 1.0)
+    error = result.status.get("forecastError")
+    if error is not None:
+        FORECAST_ERROR.labels(namespace, name).set(float(error))
     budget = result.status.get("errorBudgetRemaining")
     if budget is not None:
         BUDGET.labels(namespace, name).set(float(budget))
@@ -53,7 +60,7 @@ def record(namespace: str, name: str, result: cycle.Result) -> None:
 
 def forget(namespace: str, name: str) -> None:
     """Drop a deleted ClinicalSLO's series so dashboards do not show stale values."""
-    for gauge in (DESIRED, CURRENT, DEMAND, FORECAST_PEAK, FORECASTING, BUDGET, SCALE_ACTIONS):
+    for gauge in (DESIRED, CURRENT, DEMAND, FORECAST_PEAK, FORECASTING, FORECAST_ERROR, BUDGET, SCALE_ACTIONS):
         try:
             gauge.remove(namespace, name)
         except KeyError:

@@ -24,13 +24,19 @@ class Options:
     metrics_port: int = 9102
     health_port: int = 8080
     peering: str | None = None
+    log_format: str = "plain"
+    verbose: bool = False
 
 
 def run(options: Options) -> int:
     parsed = urllib.parse.urlparse(options.prometheus_url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise ValueError(f"--prometheus-url {options.prometheus_url!r} must be an http(s) URL with a host")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # JSON logs carry each decision's numbers as fields (Kopf adds the object's namespace and name).
+    kopf.configure(verbose=options.verbose,
+                   log_format=kopf.LogFormat.JSON if options.log_format == "json" else kopf.LogFormat.PLAIN,
+                   log_refkey="object" if options.log_format == "json" else None)
+    logging.getLogger().setLevel(logging.DEBUG if options.verbose else logging.INFO)
     runtime = handlers.make_runtime(
         options.prometheus_url,
         prometheus.Auth(options.bearer_token, options.ca_file, options.insecure_skip_verify),

@@ -10,6 +10,7 @@ It returns everything the Kopf handler needs to write: the status, the Events an
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -60,6 +61,10 @@ class Clients:
 
 def _timestamp(epoch: int) -> str:
     return series.from_epoch(epoch).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def condition(previous: Sequence[Mapping[str, Any]], type_: str, ok: bool | None, reason: str, message: str,
@@ -206,6 +211,11 @@ def run(resource: clinicalslo.ClinicalSLO, schedules: Sequence[surgeschedule.Sur
     except prometheus.MetricsUnavailable as error:
         log.warning("burn rates unavailable: %s", error)
 
+    if not memory.planner.proposals:
+        # A restarted operator picks up the stabilisation window from status: no dip mid-surge.
+        memory.planner = planning.Memory(tuple(
+            (series.to_epoch(_parse_time(item["time"])), int(item["replicas"]))
+            for item in previous_status.get("recommendations") or [] if "time" in item and "replicas" in item))
     windows = surge_windows(schedules, now, policy.lookahead)
     decision, memory.planner = planning.plan(policy, planning.Inputs(
         now=now, current_replicas=target.hpa.min_replicas if target.hpa else target.replicas,
@@ -258,6 +268,8 @@ def run(resource: clinicalslo.ClinicalSLO, schedules: Sequence[surgeschedule.Sur
         "errorBudgetRemaining": burn.budget_remaining if burn else None,
         "burnRates": {name: rate for name, rate in burn.rates.items() if rate is not None} if burn else {},
         "lastCycleTime": _timestamp(now),
+        "recommendations": [{"time": _timestamp(time), "replicas": replicas}
+                            for time, replicas in memory.planner.proposals],
     }
     if original:
         status["original"] = original

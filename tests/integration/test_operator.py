@@ -1,0 +1,294 @@
+"""The operator against the local control plane and Prometheus: plan, scale, report, restore.
+
+One `healthscale run` process watches the namespaces `hs-it-*`; each test works in its own
+namespace. Demand is the dev cluster's backfilled ED-arrivals series (two weeks of history).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import pytest
+from kubernetes import client as k8s_client
+
+
+
+class DevCluster(Protocol):  # what these tests use of conftest.DevCluster
+    kubeconfig: Path
+    prometheus_url: str
+
+    def api_client(self) -> k8s_client.ApiClient: ...
+
+    def kubectl(self, *args: str) -> str: ...
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEMAND = 'sum(healthscale_demo_requests_per_second{journey="ed-arrivals"})'
+GROUP, VERSION = "healthscale.io", "v1alpha1"
+T = TypeVar("T")
+
+
+def wait_until(what: str, probe: Callable[[], T | None], timeout: float = 90.0) -> T:
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(1.0)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+@pytest.fixture(scope="module")
+def api(devcluster: DevCluster) -> Iterator[k8s_client.ApiClient]:
+    client = devcluster.api_client()
+    devcluster.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
+    for crd in ("clinicalslos.healthscale.io", "surgeschedules.healthscale.io"):
+        devcluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def operator(devcluster: DevCluster, api: k8s_client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "healthscale", "run", "--prometheus-url", devcluster.prometheus_url,
+             "--namespace", "hs-it-*", "--metrics-port", "0", "--health-port", "0"],
+            cwd=REPO_ROOT, stdout=output, stderr=subprocess.STDOUT,
+            env={**os.environ, "KUBECONFIG": str(devcluster.kubeconfig)},
+        )
+    try:
+        time.sleep(2)
+        if process.poll() is not None:
+            pytest.fail(f"healthscale run exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+        yield log
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        if process.returncode not in (0, -15):
+            print(log.read_text()[-4000:])
+
+
+@pytest.fixture
+def namespace(api: k8s_client.ApiClient) -> Iterator[str]:
+    name = f"hs-it-{uuid.uuid4().hex[:6]}"
+    core = k8s_client.CoreV1Api(api)
+    core.create_namespace(k8s_client.V1Namespace(metadata=k8s_client.V1ObjectMeta(name=name)))
+    yield name
+    core.delete_namespace(name)
+
+
+def deployment(api: k8s_client.ApiClient, namespace: str, name: str, replicas: int) -> None:
+    labels = {"app": name}
+    container = k8s_client.V1Container(name="app", image="registry.k8s.io/pause:3.10",
+                                       resources=k8s_client.V1ResourceRequirements(requests={"cpu": "100m"}))
+    k8s_client.AppsV1Api(api).create_namespaced_deployment(namespace, k8s_client.V1Deployment(
+        metadata=k8s_client.V1ObjectMeta(name=name),
+        spec=k8s_client.V1DeploymentSpec(
+            replicas=replicas, selector=k8s_client.V1LabelSelector(match_labels=labels),
+            template=k8s_client.V1PodTemplateSpec(metadata=k8s_client.V1ObjectMeta(labels=labels),
+                                                  spec=k8s_client.V1PodSpec(containers=[container])),
+        ),
+    ))
+
+
+def slo_manifest(namespace: str, name: str = "ed-triage", mode: str = "Active", demand: str = DEMAND,
+                 **capacity: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "ClinicalSLO",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"healthscale.io/journey-group": "emergency"}},
+        "spec": {
+            "journey": "ED triage screens",
+            "criticality": "critical",
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "ehr-api"},
+            "mode": mode,
+            "indicators": {"demand": demand},
+            "capacity": {"perReplica": 1, "minReplicas": 1, "maxReplicas": 40, "startupSeconds": 60, **capacity},
+            "forecast": {"history": "14d", "step": "5m", "horizon": "1h"},
+        },
+    }
+
+
+def custom(api: k8s_client.ApiClient) -> k8s_client.CustomObjectsApi:
+    return k8s_client.CustomObjectsApi(api)
+
+
+def create(api: k8s_client.ApiClient, body: dict[str, Any]) -> None:
+    plural = {"ClinicalSLO": "clinicalslos", "SurgeSchedule": "surgeschedules"}[body["kind"]]
+    custom(api).create_namespaced_custom_object(GROUP, VERSION, body["metadata"]["namespace"], plural, body)
+
+
+def slo_status(api: k8s_client.ApiClient, namespace: str, name: str = "ed-triage") -> dict[str, Any]:
+    found = custom(api).get_namespaced_custom_object(GROUP, VERSION, namespace, "clinicalslos", name)
+    status: dict[str, Any] = found.get("status") or {}
+    return status
+
+
+def planned(api: k8s_client.ApiClient, namespace: str, name: str = "ed-triage") -> dict[str, Any] | None:
+    status = slo_status(api, namespace, name)
+    return status if status.get("desiredReplicas") is not None else None
+
+
+def conditions(status: dict[str, Any]) -> dict[str, str]:
+    return {item["type"]: item["status"] for item in status.get("conditions", [])}
+
+
+def replicas(api: k8s_client.ApiClient, namespace: str, name: str = "ehr-api") -> int:
+    return int(k8s_client.AppsV1Api(api).read_namespaced_deployment(name, namespace).spec.replicas)
+
+
+def test_an_active_slo_scales_its_deployment_to_the_plan_and_explains_it(
+        api: k8s_client.ApiClient, operator: Path, namespace: str) -> None:
+    deployment(api, namespace, "ehr-api", 1)
+    create(api, slo_manifest(namespace))
+    status = wait_until("a plan in status", lambda: planned(api, namespace))
+    assert conditions(status) == {"Ready": "True", "MetricsAvailable": "True", "Forecasting": "True",
+                                  "DemandAnomaly": "False"}
+    assert status["reason"] in {"forecast", "reactive", "schedule", "minimum"}
+    assert status["currentDemand"] > 0
+    assert status["forecastPeak"] > 0
+    assert status["model"] in {"harmonic", "seasonal-naive"}
+    assert str(status["desiredReplicas"]) in status["explanation"]
+    desired = int(status["desiredReplicas"])
+    assert desired > 1, "ED demand (at least ~3 requests/s at night) at 1/replica needs more than one replica"
+    wait_until("the Deployment at the planned replicas", lambda: replicas(api, namespace) == desired)
+    assert status["original"] == {"kind": "Deployment", "name": "ehr-api", "replicas": 1}
+    events = k8s_client.CoreV1Api(api).list_namespaced_event(
+        namespace, field_selector="involvedObject.kind=ClinicalSLO").items
+    scaled = [event for event in events if event.reason == "ScaledUp"]
+    assert scaled and f"1 -> {desired}" in scaled[0].message
+    pods = wait_until("the new pods scheduled on KWOK nodes", lambda: [
+        pod for pod in k8s_client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector="app=ehr-api").items
+        if pod.spec.node_name] if len(k8s_client.CoreV1Api(api).list_namespaced_pod(
+            namespace, label_selector="app=ehr-api").items) == desired else None)
+    assert len(pods) == desired
+
+
+def test_deleting_the_slo_restores_the_replicas_it_found(
+        api: k8s_client.ApiClient, operator: Path, namespace: str) -> None:
+    deployment(api, namespace, "ehr-api", 1)
+    create(api, slo_manifest(namespace))
+    status = wait_until("a plan in status", lambda: planned(api, namespace))
+    wait_until("the scale-up", lambda: replicas(api, namespace) == int(status["desiredReplicas"]))
+    custom(api).delete_namespaced_custom_object(GROUP, VERSION, namespace, "clinicalslos", "ed-triage")
+    wait_until("the original replica count", lambda: replicas(api, namespace) == 1)
+
+    def gone() -> bool:
+        try:
+            slo_status(api, namespace)
+        except k8s_client.ApiException as error:
+            return error.status == 404
+        return False
+
+    wait_until("the finalizer to let the ClinicalSLO go", gone)
+
+
+def test_preview_mode_plans_and_reports_but_never_scales(
+        api: k8s_client.ApiClient, operator: Path, namespace: str) -> None:
+    deployment(api, namespace, "ehr-api", 1)
+    create(api, slo_manifest(namespace, mode="Preview"))
+    status = wait_until("a plan in status", lambda: planned(api, namespace))
+    assert int(status["desiredReplicas"]) > 1
+    assert "Preview" in next(item["message"] for item in status["conditions"] if item["type"] == "Ready")
+    time.sleep(5)
+    assert replicas(api, namespace) == 1
+    assert "original" not in slo_status(api, namespace)
+
+
+def test_with_an_hpa_the_operator_moves_its_floor_and_leaves_replicas_to_it(
+        api: k8s_client.ApiClient, operator: Path, namespace: str) -> None:
+    deployment(api, namespace, "ehr-api", 1)
+    autoscaling = k8s_client.AutoscalingV2Api(api)
+    autoscaling.create_namespaced_horizontal_pod_autoscaler(namespace, k8s_client.V2HorizontalPodAutoscaler(
+        metadata=k8s_client.V1ObjectMeta(name="ehr-api"),
+        spec=k8s_client.V2HorizontalPodAutoscalerSpec(
+            scale_target_ref=k8s_client.V2CrossVersionObjectReference(api_version="apps/v1", kind="Deployment",
+                                                                      name="ehr-api"),
+            min_replicas=1, max_replicas=30,
+            metrics=[k8s_client.V2MetricSpec(type="Resource", resource=k8s_client.V2ResourceMetricSource(
+                name="cpu", target=k8s_client.V2MetricTarget(type="Utilization", average_utilization=70)))],
+        ),
+    ))
+    create(api, slo_manifest(namespace))
+    status = wait_until("a plan in status", lambda: planned(api, namespace))
+    desired = int(status["desiredReplicas"])
+    floor = wait_until("the HPA floor raised", lambda: (
+        autoscaling.read_namespaced_horizontal_pod_autoscaler("ehr-api", namespace).spec.min_replicas
+        if autoscaling.read_namespaced_horizontal_pod_autoscaler("ehr-api", namespace).spec.min_replicas > 1 else None))
+    assert floor == min(desired, 30)
+    assert status["original"] == {"kind": "HorizontalPodAutoscaler", "name": "ehr-api", "minReplicas": 1}
+    custom(api).delete_namespaced_custom_object(GROUP, VERSION, namespace, "clinicalslos", "ed-triage")
+    wait_until("the HPA floor restored", lambda: autoscaling.read_namespaced_horizontal_pod_autoscaler(
+        "ehr-api", namespace).spec.min_replicas == 1)
+
+
+def test_an_active_surge_floor_wins_and_names_the_surge(
+        api: k8s_client.ApiClient, operator: Path, namespace: str) -> None:
+    deployment(api, namespace, "ehr-api", 1)
+    create(api, slo_manifest(namespace, perReplica=5))  # forecast alone asks for far fewer than the floor
+    now = time.gmtime()
+    create(api, {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "SurgeSchedule",
+        "metadata": {"name": "drill", "namespace": namespace},
+        "spec": {"timezone": "UTC", "selector": {"matchLabels": {"healthscale.io/journey-group": "emergency"}},
+                 "surges": [{"name": "mass-casualty-drill",
+                             "start": time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() - 3600)),
+                             "end": time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() + 3 * 3600)),
+                             "minReplicas": 35}]},
+    })
+    assert now.tm_year >= 2026
+    status = wait_until("the surge to decide", lambda: (
+        lambda current: current if current.get("surge") == "mass-casualty-drill" else None)(slo_status(api, namespace)))
+    assert status["reason"] == "schedule"
+    assert status["desiredReplicas"] == 35
+    assert "mass-casualty-drill floor 35" in status["explanation"]
+    wait_until("35 replicas", lambda: replicas(api, namespace) == 35)
+    schedule = custom(api).get_namespaced_custom_object(GROUP, VERSION, namespace, "surgeschedules", "drill")
+    windows = schedule["status"]["windows"]
+    assert [window["name"] for window in windows] == ["mass-casualty-drill"]
+    assert windows[0]["active"] is True
+
+
+def test_an_empty_demand_query_is_no_forecast_and_never_scales_down(
+        api: k8s_client.ApiClient, operator: Path, namespace: str) -> None:
+    deployment(api, namespace, "ehr-api", 6)
+    create(api, slo_manifest(namespace, demand='sum(healthscale_demo_requests_per_second{journey="no-such"})'))
+    status = wait_until("a plan in status", lambda: planned(api, namespace))
+    assert conditions(status)["MetricsAvailable"] == "False"
+    assert conditions(status)["Forecasting"] == "False"
+    assert status["desiredReplicas"] == 6
+    assert "scale-down held: no forecast" in status["explanation"]
+    time.sleep(3)
+    assert replicas(api, namespace) == 6
+
+
+@pytest.mark.parametrize(
+    ("capacity", "rule"),
+    [
+        pytest.param({"minReplicas": 10, "maxReplicas": 5}, "minReplicas must be <= maxReplicas",
+                     id="minReplicas above maxReplicas is rejected by the CRD's CEL rule"),
+        pytest.param({"perReplica": 0}, "perReplica", id="a zero perReplica is rejected by the OpenAPI minimum"),
+    ],
+)
+def test_the_api_server_rejects_invalid_specs_with_the_rule(
+        api: k8s_client.ApiClient, namespace: str, capacity: dict[str, Any], rule: str) -> None:
+    body = slo_manifest(namespace, **capacity)
+    with pytest.raises(k8s_client.ApiException) as raised:
+        create(api, body)
+    assert raised.value.status == 422
+    causes = json.loads(raised.value.body)["details"]["causes"]
+    assert any(rule in cause["message"] and cause["field"].startswith("spec.capacity") for cause in causes), causes
