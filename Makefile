@@ -2,7 +2,7 @@
 PYTHON ?= python3
 DEVCLUSTER := .devcluster
 
-.PHONY: help install test unit check lint typecheck crds crds-check bench demo cluster cluster-down binaries
+.PHONY: help install test unit check lint typecheck crds crds-check bench demo backtest-demo cluster cluster-down binaries
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -33,7 +33,10 @@ crds-check:
 bench:  ## replay the real traces and measure forecasting throughput; rewrites BENCHMARKS.md
 	$(PYTHON) bench/run.py
 
-demo:  ## backtest the bundled example trace: writes out/plan.csv and out/plan.png
+demo: binaries  ## live: local cluster + Prometheus, the operator scaling ahead of a surge; ends with out/demo-timeline.png
+	$(PYTHON) tools/demo.py
+
+backtest-demo:  ## backtest the bundled example trace: writes out/plan.csv and out/plan.png (no cluster needed)
 	$(PYTHON) -m healthscale backtest --trace examples/backtest/nyc-taxi-demand.csv \
 		--slo examples/backtest/clinicalslo.yaml --schedule examples/backtest/surgeschedule.yaml \
 		--output out/plan.csv --plot out/plan.png
