@@ -2,7 +2,7 @@
 PYTHON ?= python3
 DEVCLUSTER := .devcluster
 
-.PHONY: help install test unit check lint typecheck crds crds-check bench demo backtest-demo cluster cluster-down binaries
+.PHONY: help install test unit check lint typecheck crds crds-check bench demo backtest-demo cluster cluster-down binaries helm chart-crds chart-crds-check chart-test chart-golden
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -10,13 +10,13 @@ help:  ## list the targets
 install:  ## install healthscale and its test tools into the current Python
 	$(PYTHON) -m pip install -e ".[test]"
 
-test: check  ## the whole suite: static checks, unit tests, then integration tests on the local control plane
+test: check helm  ## the whole suite: static checks, unit and chart tests, then integration tests on the local control plane
 	$(PYTHON) -m pytest
 
-unit: check  ## static checks and the unit tests only (no cluster needed)
-	$(PYTHON) -m pytest -m "not integration"
+unit: check  ## static checks and the unit tests only (no cluster, no helm needed)
+	$(PYTHON) -m pytest -m "not integration and not chart"
 
-check: typecheck lint crds-check  ## mypy, import layering and CRD drift
+check: typecheck lint crds-check chart-crds-check  ## mypy, import layering, CRD drift (crds/ and the chart's copies)
 
 typecheck:
 	$(PYTHON) -m mypy
@@ -24,11 +24,27 @@ typecheck:
 lint:
 	lint-imports
 
-crds:  ## regenerate crds/ from the pydantic models
+crds:  ## regenerate crds/ from the pydantic models, and the Helm chart's copies
 	$(PYTHON) -m healthscale crds --output-dir crds
+	$(PYTHON) tools/sync_chart_crds.py
 
 crds-check:
 	$(PYTHON) -m healthscale crds --check --output-dir crds
+
+chart-crds:  ## copy crds/ into the Helm chart (helm/healthscale/crds/)
+	$(PYTHON) tools/sync_chart_crds.py
+
+chart-crds-check:
+	$(PYTHON) tools/sync_chart_crds.py --check
+
+helm:  ## build helm from Go modules into .devcluster/bin (about 1.5 minutes cold)
+	tools/build-helm.sh
+
+chart-test: helm chart-crds-check  ## helm lint, golden files, values schema, least-privilege RBAC, dashboard, GitOps, Dockerfile
+	$(PYTHON) -m pytest -m chart
+
+chart-golden: helm  ## rewrite tests/chart/golden/ after an intended template change (review the diff!)
+	HEALTHSCALE_UPDATE_GOLDEN=1 $(PYTHON) -m pytest tests/chart/test_helm_golden.py
 
 bench:  ## replay the real traces and measure forecasting throughput; rewrites BENCHMARKS.md
 	$(PYTHON) bench/run.py

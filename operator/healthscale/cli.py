@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from healthscale.api import clinicalslo, crdgen, manifests, surgeschedule
 from healthscale.backtest import replay, report, trace
+from healthscale.domain import residency as residency_rules
 
 EXIT_BAD_INPUT = 2
 
@@ -52,6 +53,23 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-format", choices=("plain", "json"), default="plain", help="json for log pipelines")
     run.add_argument("--verbose", action="store_true", help="debug logging")
     run.add_argument("--peering", metavar="NAME", help="Kopf peering object for several replicas (default: standalone)")
+    run.add_argument("--peering-priority", type=int, metavar="N",
+                     help="this replica's peering priority; the highest is active (default: random)")
+    run.add_argument("--region-label", default="topology.kubernetes.io/region",
+                     help="node label read as the region (recommended: an admin-only node-restriction.kubernetes.io/ "
+                     "label, which kubelets cannot set on their own Node)")
+    run.add_argument("--default-allowed-regions", default="", metavar="REGION[,REGION...]",
+                     help="allowed regions for namespaces that opt into residency without the "
+                     "healthscale.io/allowed-regions annotation")
+    run.add_argument("--webhook-port", type=int, default=0,
+                     help="port for the residency admission webhook (0, the default, runs none)")
+    run.add_argument("--webhook-host", default="127.0.0.1",
+                     help="host name or IP the API server uses to reach the webhook (put in its certificate)")
+    run.add_argument("--webhook-addr", default="127.0.0.1", help="address the webhook server listens on")
+    run.add_argument("--webhook-configuration", default="healthscale-residency", metavar="NAME",
+                     help="name of the ValidatingWebhookConfiguration the operator applies for its webhook")
+    run.add_argument("--residency-evict", action="store_true",
+                     help="evict pods found outside their allowed regions (respects PodDisruptionBudgets)")
 
     crds = commands.add_parser("crds", help="write the CustomResourceDefinitions generated from the models")
     crds.add_argument("--output-dir", type=pathlib.Path, default=pathlib.Path("crds"))
@@ -110,7 +128,7 @@ def _crds(arguments: argparse.Namespace) -> int:
 
 
 def _run(arguments: argparse.Namespace) -> int:
-    from healthscale.runtime import operator
+    from healthscale.runtime import operator, residency
 
     token = None
     if arguments.prometheus_bearer_token_file is not None:
@@ -128,9 +146,31 @@ def _run(arguments: argparse.Namespace) -> int:
         metrics_port=arguments.metrics_port,
         health_port=arguments.health_port,
         peering=arguments.peering,
+        peering_priority=arguments.peering_priority,
         log_format=arguments.log_format,
         verbose=arguments.verbose,
+        residency=residency.Config(
+            region_label=_region_label(arguments.region_label),
+            default_regions=residency_rules.parse_regions(arguments.default_allowed_regions),
+            evict=arguments.residency_evict,
+            webhook_port=_port("--webhook-port", arguments.webhook_port),
+            webhook_host=arguments.webhook_host,
+            webhook_addr=arguments.webhook_addr,
+            configuration_name=arguments.webhook_configuration,
+        ),
     ))
+
+
+def _region_label(label: str) -> str:
+    if not label.strip():
+        raise ValueError("--region-label must name a node label, e.g. topology.kubernetes.io/region")
+    return label.strip()
+
+
+def _port(option: str, port: int) -> int:
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{option} {port} is not a port (0-65535)")
+    return port
 
 
 def main(argv: Sequence[str] | None = None) -> int:

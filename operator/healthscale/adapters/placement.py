@@ -68,7 +68,8 @@ def selector_string(selector: Mapping[str, Any]) -> str:
 
 def _pod(raw: Mapping[str, Any]) -> residency.Pod:
     metadata, spec, status = raw.get("metadata") or {}, raw.get("spec") or {}, raw.get("status") or {}
-    scheduled = next((item for item in status.get("conditions") or [] if item.get("type") == "PodScheduled"), {})
+    scheduled: Mapping[str, Any] = next(
+        (item for item in status.get("conditions") or [] if item.get("type") == "PodScheduled"), {})
     return residency.Pod(
         name=str(metadata.get("name", "")),
         node=spec.get("nodeName") or None,
@@ -90,7 +91,7 @@ class Placement:
 
     def _plain(self, model: Any) -> Any:
         """A client model as the API's camelCase JSON."""
-        return self._client.sanitize_for_serialization(model)
+        return self._client.sanitize_for_serialization(model)  # type: ignore[no-untyped-call]
 
     def read_template(self, namespace: str, kind: str, name: str) -> Template:
         try:

@@ -209,16 +209,17 @@ def check(pod_spec: Mapping[str, Any], policy: Policy,
         if region not in allowed:
             where = f"region {region}" if region else f"no {label} label"
             return Verdict(False, f"spec.nodeName {node_name} has {where}, outside the allowed regions "
-                                  f"{_listed(allowed)}")
+                                  f"{', '.join(policy.regions)}")
     selected = (pod_spec.get("nodeSelector") or {}).get(label)
     if selected is not None:
         if selected in allowed:
             return Verdict(True, f"nodeSelector {label}={selected} is an allowed region")
-        return Verdict(False, f"nodeSelector {label}={selected} is outside the allowed regions {_listed(allowed)}")
+        return Verdict(False, f"nodeSelector {label}={selected} is outside the allowed regions "
+                              f"{', '.join(policy.regions)}")
     terms = _required_terms(pod_spec.get("affinity"))
     if not terms:
-        return Verdict(False, f"no constraint keeps the pod in {_listed(allowed)}: it has no nodeSelector "
-                              f"{label} and no required node affinity; add {wanted}")
+        return Verdict(False, f"it has neither a nodeSelector on {label} nor a required node affinity, so it "
+                              f"could run in any region; add {wanted}")
     problems = []
     for number, term in enumerate(terms, start=1):
         if _is_empty(term):
@@ -234,8 +235,7 @@ def check(pod_spec: Mapping[str, Any], policy: Policy,
             problems.append(f"required node affinity term {number} of {len(terms)} admits {label} "
                             f"{_listed(admitted - allowed)}, outside the allowed regions")
     if problems:
-        return Verdict(False, f"scheduling constraints do not keep the pod in {_listed(allowed)}: "
-                              f"{'; '.join(problems)}; add {policy.describe()} to every required term")
+        return Verdict(False, f"{'; '.join(problems)}; add {policy.describe()} to every required term")
     return Verdict(True, f"every required node affinity term restricts {label} to allowed regions")
 
 

@@ -19,7 +19,7 @@ import pydantic
 
 from healthscale.adapters import kube, prometheus
 from healthscale.api import clinicalslo, manifests, surgeschedule
-from healthscale.runtime import metrics
+from healthscale.runtime import metrics, residency
 from healthscale.service import cycle
 
 GROUP, VERSION = "healthscale.io", "v1alpha1"
@@ -114,7 +114,7 @@ def tick(body: kopf.Body, status: kopf.Status, namespace: str | None, name: str,
     schedules = _selecting(slo, index, logger)
     started = time.perf_counter()
     try:
-        result = cycle.run(slo, schedules, now, runtime.clients, memory, dict(status), runtime.dry_run)
+        result = residency.run_cycle(memo, slo, schedules, now, runtime.clients, memory, dict(status), runtime.dry_run)
     except kube.TargetNotFound as error:
         metrics.CYCLE_ERRORS.labels(slo.metadata.namespace, name, "TargetNotFound").inc()
         _not_ready(patch, status, slo, now, "TargetNotFound", str(error))

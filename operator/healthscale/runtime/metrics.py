@@ -1,6 +1,7 @@
 """The operator's own Prometheus metrics: what it decided for each ClinicalSLO, and how fast.
 
-Labels are namespace and ClinicalSLO name only, never anything from the workload's data.
+Labels are namespace and ClinicalSLO name only, never anything from the workload's data; the
+residency metrics add the allowed region (configuration) and the admission result.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import prometheus_client
 
 from healthscale.service import cycle
+from healthscale.service import residency
 
 _LABELS = ("namespace", "clinicalslo")
 REASONS = ("schedule", "forecast", "reactive", "minimum")
@@ -68,5 +70,55 @@ def forget(namespace: str, name: str) -> None:
     for reason in REASONS:
         try:
             REASON.remove(namespace, name, reason)
+        except KeyError:
+            pass
+    forget_residency(namespace, name)
+
+
+# Data residency. Region labels are the policy's own values (configuration), never workload data.
+RESIDENCY_VIOLATIONS = prometheus_client.Gauge(
+    "healthscale_residency_violations", "Pods running on nodes outside the allowed regions (or unlabelled)", _LABELS)
+RESIDENCY_COMPLIANT = prometheus_client.Gauge(
+    "healthscale_residency_compliant", "1 when the template requires the allowed regions and every pod runs there",
+    _LABELS)
+SHORTFALL_REPLICAS = prometheus_client.Gauge(
+    "healthscale_residency_shortfall_replicas",
+    "Replicas pending for lack of room in the allowed regions, by allowed region waited for", (*_LABELS, "region"))
+EVICTIONS = prometheus_client.Counter(
+    "healthscale_residency_evictions", "Pods evicted for running outside the allowed regions", _LABELS)
+ADMISSIONS = prometheus_client.Counter(
+    "healthscale_residency_admissions", "Admission decisions on patient-data pods in opted-in namespaces",
+    ("namespace", "result"))
+_SHORTFALL_REGIONS: dict[tuple[str, str], set[str]] = {}
+
+
+def record_residency(namespace: str, name: str, outcome: residency.Outcome) -> None:
+    if outcome.status is None:
+        forget_residency(namespace, name)
+        return
+    RESIDENCY_VIOLATIONS.labels(namespace, name).set(len(outcome.violations))
+    RESIDENCY_COMPLIANT.labels(namespace, name).set(1.0 if outcome.status.get("compliant") else 0.0)
+    regions = set(outcome.status.get("regions") or [])
+    short = outcome.shortfall
+    for region in regions | _SHORTFALL_REGIONS.get((namespace, name), set()):
+        if region in regions:
+            SHORTFALL_REPLICAS.labels(namespace, name, region).set(
+                short.replicas if short is not None and region in short.regions else 0)
+        else:
+            SHORTFALL_REPLICAS.remove(namespace, name, region)
+    _SHORTFALL_REGIONS[(namespace, name)] = regions
+    if outcome.evicted:
+        EVICTIONS.labels(namespace, name).inc(len(outcome.evicted))
+
+
+def forget_residency(namespace: str, name: str) -> None:
+    for metric in (RESIDENCY_VIOLATIONS, RESIDENCY_COMPLIANT, EVICTIONS):
+        try:
+            metric.remove(namespace, name)
+        except KeyError:
+            pass
+    for region in _SHORTFALL_REGIONS.pop((namespace, name), set()):
+        try:
+            SHORTFALL_REPLICAS.remove(namespace, name, region)
         except KeyError:
             pass

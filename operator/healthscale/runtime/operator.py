@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import urllib.parse
 
 import kopf
 import prometheus_client
 
 from healthscale.adapters import prometheus
-from healthscale.runtime import handlers
+from healthscale.runtime import handlers, residency
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,8 +25,10 @@ class Options:
     metrics_port: int = 9102
     health_port: int = 8080
     peering: str | None = None
+    peering_priority: int | None = None
     log_format: str = "plain"
     verbose: bool = False
+    residency: residency.Config = residency.Config()
 
 
 def run(options: Options) -> int:
@@ -42,6 +45,7 @@ def run(options: Options) -> int:
         prometheus.Auth(options.bearer_token, options.ca_file, options.insecure_skip_verify),
         options.dry_run,
     )
+    residency_runtime = residency.make_runtime(options.residency)  # registers the webhook when a port is set
     if options.metrics_port:
         prometheus_client.start_http_server(options.metrics_port)
     kopf.run(
@@ -49,7 +53,10 @@ def run(options: Options) -> int:
         namespaces=options.namespaces,
         standalone=options.peering is None,
         peering_name=options.peering,
+        # Kopf keeps only the highest-priority peer active and pauses all peers that tie, so each
+        # replica needs its own priority; a random one makes an arbitrary replica the active one.
+        priority=options.peering_priority if options.peering_priority is not None else random.randint(1, 2**30),
         liveness_endpoint=f"http://0.0.0.0:{options.health_port}/healthz" if options.health_port else None,
-        memo=kopf.Memo(runtime=runtime),
+        memo=kopf.Memo(runtime=runtime, residency=residency_runtime),
     )
     return 0

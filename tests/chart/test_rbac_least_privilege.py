@@ -1,0 +1,343 @@
+"""The chart grants the operator's ServiceAccount exactly what the operator uses: no more, no less.
+
+What the operator needs is derived from its code, not copied from the chart:
+
+* the Kubernetes client calls: every ``<api>.<verb>_<resource>(...)`` in operator/healthscale whose
+  method belongs to a kubernetes.client API class is found by AST, and mapped to (apiGroup,
+  resource, verb), where it is needed (where ClinicalSLOs are served, or cluster-wide) and under
+  which chart setting, through CLIENT_CALLS below. A new call without a row fails the test; each
+  row is checked against the request the client really sends (HTTP method and URL), so a wrong
+  row fails too;
+* what Kopf does for the handlers: the resources the handlers are registered for (AST of
+  runtime/handlers.py) get list/watch/patch, and patch on /status where their CRD has that
+  subresource; plus Events, CRD and namespace observation and peering, per the KOPF_* tables,
+  which cite the Kopf code that makes each request.
+
+Then the chart is rendered for each RBAC shape (cluster-wide or namespaced, with or without
+peering and discovery) and the effective grants of the ServiceAccount (its bindings' roles,
+expanded to single (scope, apiGroup, resource, verb, resourceName) tuples) are compared with the
+expected set. The integration test (tests/integration/test_chart_install.py) then runs the real
+operator with the chart's ServiceAccount token to show that the set suffices.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import re
+import itertools
+import urllib.parse
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+import yaml
+
+from chartlib import REPO_ROOT, Helm
+from healthscale.runtime import residency
+
+pytestmark = pytest.mark.chart
+
+OPERATOR_SOURCE = REPO_ROOT / "operator" / "healthscale"
+HANDLERS = OPERATOR_SOURCE / "runtime" / "handlers.py"
+CRDS = REPO_ROOT / "crds"
+
+# A grant: (scope, apiGroup, resource, verb, resourceName). scope is "*" for a cluster-wide grant
+# (ClusterRoleBinding) or a namespace name (RoleBinding); resourceName "*" means any name.
+Grant = tuple[str, str, str, str, str]
+Rule = tuple[str, str, str]  # (apiGroup, resource, verb)
+# Client methods that make an API request: <verb>_<resource...>. (Excludes helpers like close().)
+REQUEST_METHOD = re.compile(r"^(read|list|create|patch|replace|delete|connect|get)_")
+
+
+
+@dataclasses.dataclass(frozen=True)
+class Need:
+    """One permission the operator needs for a client call."""
+
+    rule: Rule
+    where: str = "served"
+    """"served": in each watched namespace (everywhere when cluster-wide); "cluster": cluster-wide."""
+    when: str | None = None
+    """The chart setting that turns the code path on ("webhook", "evict"); None: always."""
+    name: str = "*"
+    """The one object it applies to, when the call names a fixed object."""
+
+
+# The operator's Kubernetes client calls -> the RBAC rule each needs. Explicit on purpose: a
+# reviewer sees every permission next to the call that needs it.
+CLIENT_CALLS: dict[str, Need] = {
+    # adapters/kube.py: read the target, scale it, move an HPA's floor, order a scale-down.
+    "read_namespaced_deployment": Need(("apps", "deployments", "get")),
+    "read_namespaced_stateful_set": Need(("apps", "statefulsets", "get")),
+    "patch_namespaced_deployment_scale": Need(("apps", "deployments/scale", "patch")),
+    "patch_namespaced_stateful_set_scale": Need(("apps", "statefulsets/scale", "patch")),
+    "list_namespaced_horizontal_pod_autoscaler": Need(("autoscaling", "horizontalpodautoscalers", "list")),
+    "patch_namespaced_horizontal_pod_autoscaler": Need(("autoscaling", "horizontalpodautoscalers", "patch")),
+    "list_namespaced_pod": Need(("", "pods", "list")),
+    "patch_namespaced_pod": Need(("", "pods", "patch")),
+    # adapters/placement.py, the residency cycle: the pod template's required node affinity, where
+    # the pods run, and (residency.evict) evictions.
+    "patch_namespaced_deployment": Need(("apps", "deployments", "patch")),
+    "patch_namespaced_stateful_set": Need(("apps", "statefulsets", "patch")),
+    "list_node": Need(("", "nodes", "list"), where="cluster"),
+    "create_namespaced_pod_eviction": Need(("", "pods/eviction", "create"), when="evict"),
+    # adapters/placement.py, the admission webhook: the pod's namespace and node, and the webhook's
+    # own configuration (created empty by the chart; the operator fills it in).
+    "read_namespace": Need(("", "namespaces", "get"), where="cluster", when="webhook"),
+    "read_node": Need(("", "nodes", "get"), where="cluster", when="webhook"),
+    "patch_validating_webhook_configuration": Need(
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "patch"), where="cluster",
+        when="webhook", name=residency.CONFIGURATION_NAME),
+}
+
+# What Kopf (1.45) requests by itself, wherever the operator serves ClinicalSLOs:
+KOPF_SERVING: set[Rule] = {
+    # kopf/_cogs/clients/events.py post_event: core v1 Events for kopf.event/kopf.warn and for
+    # handler failures.
+    ("", "events", "create"),
+}
+# Cluster-wide, read-only, in every mode: kopf/_core/reactor/observation.py resource_observer
+# watches CRDs to notice served resources being added or changed (without it: a warning, and the
+# resources are only rescanned at restart).
+KOPF_CRD_OBSERVATION: set[Rule] = {
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+}
+# Cluster-wide, read-only, only when serving listed namespaces: observation.py namespace_observer
+# lists and watches namespaces (without it: a warning, and the names are taken as they are).
+KOPF_NAMESPACE_OBSERVATION: set[Rule] = {("", "namespaces", "list"), ("", "namespaces", "watch")}
+
+
+def kopf_peering(resource: str, name: str) -> set[tuple[str, str, str, str]]:
+    """kopf/_core/engines/peering.py: watch the peering objects, patch our own (heartbeat).
+
+    Our peering CRD (helm/healthscale/crds/kopf-peerings.yaml) has no status subresource, so
+    Kopf's patching.patch_obj patches the object itself, by name.
+    """
+    return {("kopf.dev", resource, "list", "*"), ("kopf.dev", resource, "watch", "*"),
+            ("kopf.dev", resource, "patch", name)}
+
+
+# --------------------------------------------------------------------------- derived from code
+
+def api_classes() -> list[type]:
+    # dir()/getattr, not vars(): the client package may populate its attributes lazily.
+    classes = [getattr(kubernetes.client, name) for name in dir(kubernetes.client) if name.endswith("Api")]
+    return [cls for cls in classes if isinstance(cls, type) and cls is not kubernetes.client.ApiClient]
+
+
+def client_calls(source_root: Path = OPERATOR_SOURCE) -> dict[str, list[str]]:
+    """Every Kubernetes client API method called in the operator's code -> where it is called."""
+    methods = {name for cls in api_classes() for name in dir(cls) if REQUEST_METHOD.match(name)}
+    found: dict[str, list[str]] = {}
+    for path in sorted(source_root.rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in methods:
+                found.setdefault(node.func.attr, []).append(f"{path.relative_to(source_root)}:{node.lineno}")
+    return found
+
+
+def kopf_handled_plurals(handlers: Path = HANDLERS) -> set[str]:
+    """The resources Kopf handlers, timers and indexes are registered for: @kopf.x.y(GROUP, VERSION, "plural")."""
+    plurals = set()
+    for node in ast.walk(ast.parse(handlers.read_text())):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for decorator in node.decorator_list:
+            if (isinstance(decorator, ast.Call) and ast.unparse(decorator.func).startswith("kopf.")
+                    and len(decorator.args) == 3 and isinstance(decorator.args[2], ast.Constant)):
+                plurals.add(str(decorator.args[2].value))
+    return plurals
+
+
+def crd_for(plural: str) -> dict[str, Any]:
+    for path in CRDS.glob("*.yaml"):
+        crd = yaml.safe_load(path.read_text())
+        if crd["spec"]["names"]["plural"] == plural:
+            return dict(crd)
+    raise AssertionError(f"no CRD in crds/ for the handled resource {plural!r}")
+
+
+def kopf_resource_rules() -> set[Rule]:
+    """Kopf watches each handled resource, patches it (finalizer, progress and diff-base
+    annotations: _cogs/clients/patching.py) and patches its status through the status
+    subresource when the CRD has one."""
+    rules: set[Rule] = set()
+    for plural in kopf_handled_plurals():
+        crd = crd_for(plural)
+        group = crd["spec"]["group"]
+        rules |= {(group, plural, "list"), (group, plural, "watch"), (group, plural, "patch")}
+        if any("status" in (version.get("subresources") or {}) for version in crd["spec"]["versions"]):
+            rules.add((group, f"{plural}/status", "patch"))
+    return rules
+
+
+def operator_needs(features: set[str]) -> list[Need]:
+    """What the operator's calls need with these chart features on ("webhook", "evict")."""
+    return [CLIENT_CALLS[method] for method in client_calls()
+            if method in CLIENT_CALLS and (CLIENT_CALLS[method].when is None or CLIENT_CALLS[method].when in features)]
+
+
+def expected_grants(namespaces: list[str], peering: str | None, features: set[str],
+                    discovery: bool = True) -> set[Grant]:
+    needs = operator_needs(features)
+    served = ({(*need.rule, need.name) for need in needs if need.where == "served"}
+              | {(*rule, "*") for rule in kopf_resource_rules() | KOPF_SERVING})
+    cluster = {(*need.rule, need.name) for need in needs if need.where == "cluster"}
+    if not namespaces:
+        everywhere = served | cluster | {(*rule, "*") for rule in KOPF_CRD_OBSERVATION}
+        if peering:
+            everywhere |= kopf_peering("clusterkopfpeerings", peering)
+        return {("*", *grant) for grant in everywhere}
+    grants: set[Grant] = set()
+    for namespace in namespaces:
+        local = served | (kopf_peering("kopfpeerings", peering) if peering else set())
+        grants |= {(namespace, *grant) for grant in local}
+    if discovery:
+        cluster |= {(*rule, "*") for rule in KOPF_CRD_OBSERVATION | KOPF_NAMESPACE_OBSERVATION}
+    return grants | {("*", *grant) for grant in cluster}
+
+
+# --------------------------------------------------------------------------- granted by the chart
+
+def granted(objects: list[dict[str, Any]], service_account: str, namespace: str) -> set[Grant]:
+    """What the bindings in the rendered chart grant to the ServiceAccount, one tuple per permission."""
+    roles = {(item["kind"], item["metadata"].get("namespace"), item["metadata"]["name"]): item
+             for item in objects if item["kind"] in ("Role", "ClusterRole")}
+    grants: set[Grant] = set()
+    for binding in objects:
+        if binding["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
+            continue
+        subjects = binding.get("subjects") or []
+        if not any(subject["kind"] == "ServiceAccount" and subject["name"] == service_account
+                   and subject.get("namespace") == namespace for subject in subjects):
+            continue
+        ref = binding["roleRef"]
+        role_namespace = binding["metadata"].get("namespace") if ref["kind"] == "Role" else None
+        role = roles.get((ref["kind"], role_namespace, ref["name"]))
+        assert role is not None, f"{binding['kind']} {binding['metadata']['name']} refers to a missing {ref}"
+        scope = "*" if binding["kind"] == "ClusterRoleBinding" else binding["metadata"]["namespace"]
+        grants |= set(expand(role.get("rules") or [], scope))
+    return grants
+
+
+def expand(rules: Iterable[dict[str, Any]], scope: str) -> Iterator[Grant]:
+    for rule in rules:
+        for field in ("apiGroups", "resources", "verbs", "resourceNames"):
+            assert "*" not in (rule.get(field) or []), f"wildcard in {field}: {rule}"
+        names = rule.get("resourceNames") or ["*"]
+        yield from itertools.product([scope], rule["apiGroups"], rule["resources"], rule["verbs"], names)
+
+
+# --------------------------------------------------------------------------- the tests
+
+def test_every_client_call_in_the_operator_has_an_rbac_rule() -> None:
+    calls = client_calls()
+    assert calls, "found no Kubernetes client calls in operator/healthscale: has the AST scan broken?"
+    unmapped = {method: places for method, places in calls.items() if method not in CLIENT_CALLS}
+    assert not unmapped, (
+        f"the operator makes Kubernetes API calls the RBAC test does not know: {unmapped}. Add each to "
+        "CLIENT_CALLS in tests/chart/test_rbac_least_privilege.py and its rule to "
+        "helm/healthscale/templates/_rbac.tpl")
+    unused = set(CLIENT_CALLS) - set(calls)
+    assert not unused, f"CLIENT_CALLS lists calls the operator no longer makes (remove them): {sorted(unused)}"
+
+
+class _Sent(Exception):
+    """Raised instead of sending: carries the HTTP method and URL the client built."""
+
+
+class _RecordingClient(kubernetes.client.ApiClient):
+    def call_api(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        raise _Sent(method, url)
+
+
+def request_of(api_class: type, method: str) -> tuple[str, str]:
+    api = api_class(_RecordingClient(kubernetes.client.Configuration()))
+    function = getattr(api, method)
+    arguments = {name: ({} if name == "body" else "x") for name, parameter in inspect.signature(function).parameters.items()
+                 if parameter.default is inspect.Parameter.empty
+                 and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)}
+    try:
+        function(**arguments)
+    except _Sent as sent:
+        return str(sent.args[0]), str(sent.args[1])
+    raise AssertionError(f"{api_class.__name__}.{method} sent no request")
+
+
+def rule_of_request(http_method: str, url: str) -> Rule:
+    """The RBAC (apiGroup, resource, verb) the API server checks for a request."""
+    parts = urllib.parse.urlsplit(url).path.strip("/").split("/")
+    group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
+    if rest[0] == "namespaces" and len(rest) > 2:
+        rest = rest[2:]
+    resource = rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
+    named = len(rest) > 1
+    verb = {"GET": "get" if named else "list", "POST": "create", "PUT": "update", "PATCH": "patch",
+            "DELETE": "delete" if named else "deletecollection"}[http_method]
+    return group, resource, verb
+
+
+@pytest.mark.parametrize("method", sorted(CLIENT_CALLS), ids=lambda method: f"{method} is {CLIENT_CALLS[method].rule}")
+def test_the_mapping_matches_the_request_the_client_sends(method: str) -> None:
+    classes = [cls for cls in api_classes() if hasattr(cls, method)]
+    assert classes, f"no kubernetes.client API class has {method}"
+    for api_class in classes:
+        assert rule_of_request(*request_of(api_class, method)) == CLIENT_CALLS[method].rule, api_class.__name__
+
+
+def test_kopf_handles_the_two_custom_resources() -> None:
+    assert kopf_handled_plurals() == {"clinicalslos", "surgeschedules"}
+
+
+URL = "prometheus.url=http://prometheus:9090"
+TWO_NAMESPACES = "watchNamespaces={ehr,telehealth}"
+# name -> (--set values, watched namespaces, peering?, chart features, cluster discovery?)
+SHAPES: dict[str, tuple[list[str], list[str], bool, set[str], bool]] = {
+    "cluster-wide": ([], [], False, set(), True),
+    "cluster-wide with peering": (["replicaCount=2"], [], True, set(), True),
+    "cluster-wide with webhook and eviction": (["webhook.enabled=true", "residency.evict=true"], [], False,
+                                               {"webhook", "evict"}, True),
+    "namespaced": ([TWO_NAMESPACES], ["ehr", "telehealth"], False, set(), True),
+    "namespaced with peering": ([TWO_NAMESPACES, "replicaCount=2"], ["ehr", "telehealth"], True, set(), True),
+    "namespaced with webhook": ([TWO_NAMESPACES, "webhook.enabled=true"], ["ehr", "telehealth"], False,
+                                {"webhook"}, True),
+    "namespaced with eviction, without discovery": (
+        ["watchNamespaces={ehr}", "residency.evict=true", "rbac.clusterDiscovery=false"], ["ehr"], False,
+        {"evict"}, False),
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda shape: f"{shape}: grants exactly what the operator uses")
+def test_the_chart_grants_exactly_what_the_operator_uses(helm: Helm, shape: str) -> None:
+    settings, namespaces, peering, features, discovery = SHAPES[shape]
+    objects = helm.render(set_values=[URL, *settings], release="hs", namespace="healthscale-system")
+    expected = expected_grants(namespaces, "hs-healthscale" if peering else None, features, discovery)
+    actual = granted(objects, "hs-healthscale", "healthscale-system")
+    more, less = sorted(actual - expected), sorted(expected - actual)
+    assert not more and not less, (
+        "the chart's RBAC differs from what the operator uses\n"
+        f"  grants more than needed: {more}\n  grants less than needed: {less}")
+
+
+def test_the_webhook_configuration_the_operator_patches_is_the_one_the_chart_creates(helm: Helm) -> None:
+    objects = helm.render(set_values=[URL, "webhook.enabled=true"])
+    names = [item["metadata"]["name"] for item in objects if item["kind"] == "ValidatingWebhookConfiguration"]
+    assert names == [residency.CONFIGURATION_NAME]
+
+
+def test_rbac_create_false_grants_nothing(helm: Helm) -> None:
+    objects = helm.render(set_values=["prometheus.url=http://prometheus:9090", "rbac.create=false"])
+    assert not [item for item in objects if item["kind"] in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")]
+
+
+def test_the_test_notices_a_call_without_a_rule(tmp_path: Path) -> None:
+    # The AST scan finds calls by method name, whatever the client object is called.
+    (tmp_path / "new.py").write_text("def f(api):\n    api.delete_namespaced_pod('p', 'ns')\n")
+    assert "delete_namespaced_pod" in client_calls(tmp_path)
+    assert "delete_namespaced_pod" not in CLIENT_CALLS
