@@ -92,6 +92,32 @@ def _write(sections: list[tuple[str, str, str]], figures: dict[str, float], scal
         "like-for-like comparison of what the two achieve with the same budget.",
         "",
     ]
+    lines += [
+        "Summary: unmet demand at the same replica-hours (healthscale against the reactive HPA given at least",
+        "as many replica-hours), and against the HPA as configured:",
+        "",
+        "| trace | healthscale unmet % | HPA unmet %, same replica-hours | times less | HPA unmet %, as configured (replica-hours vs healthscale) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, _, output in sections:
+        rows = {cells[0]: cells[1:] for cells in (
+            [cell.strip() for cell in line.strip("|").split("|")] for line in output.splitlines() if line.startswith("| "))}
+        ours = rows["healthscale"]
+        matched = next(cells for key, cells in rows.items() if key.startswith("reactive HPA, same replica-hours"))
+        hpa = rows["reactive HPA"]
+        ratio = float(matched[0]) / float(ours[0]) if float(ours[0]) > 0 else float("inf")
+        hours = float(hpa[2].replace(",", "")) / float(ours[2].replace(",", ""))
+        lines.append(f"| {name} | {ours[0]} | {matched[0]} | {ratio:.1f}x | {hpa[0]} ({hours:.2f}x) |")
+    lines += [
+        "",
+        "healthscale provisions for its criticality's forecast quantile, so it spends more replica-hours than the",
+        "HPA at the SLO's headroom; the same-replica-hours row shows that the forecast, not the extra capacity,",
+        "makes the difference. On the ED trace (Poisson counts averaging 6.6 an hour) no policy can get",
+        "several times below the HPA at its own 1.3x budget: even knowing each hour-of-week's mean arrivals",
+        "in hindsight leaves 5.2% unmet at 1.31x (`python bench/ed_poisson_floor.py`), so the comparison",
+        "that means something there is at equal replica-hours.",
+        "",
+    ]
     for name, command, output in sections:
         table = [line for line in output.splitlines() if line.startswith("|")]
         extra = [line for line in output.splitlines() if line.startswith(("healthscale's reasons", "note:"))]

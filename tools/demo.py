@@ -3,8 +3,9 @@
 
 1. starts the local stack (tools/devcluster/up.sh: control plane, KWOK nodes, Prometheus with two
    weeks of real ED-arrivals and call-centre demand backfilled so that they end now);
-2. installs the CRDs and, in namespace `demo`, an EHR API and a telehealth media service with a
-   ClinicalSLO each and a SurgeSchedule whose window opens a few minutes from now;
+2. installs the CRDs and, in namespace `demo`, an EHR API (ED-arrivals demand) and a telehealth
+   media service (call-centre demand, shifted to a weekday morning) with a ClinicalSLO each, and a
+   SurgeSchedule whose window opens a few minutes from now;
 3. runs the operator and prints `kubectl get clinicalslos,deployments` every 20 seconds;
 4. ends with out/demo-timeline.png: demand, forecast and replicas, the surge window shaded.
 
@@ -53,7 +54,32 @@ def kubectl(environment: dict[str, str], *args: str, stdin: str | None = None) -
     return done.stdout
 
 
-def manifests(surge_start: dt.datetime) -> list[dict[str, Any]]:
+def telehealth_offset(environment: dict[str, str]) -> int:
+    """Seconds to shift the call-centre series so that now is a weekday late morning, when it is busy.
+
+    The backfill keeps weekday and time of day, and the call centre is closed at night and at
+    weekends; an `offset` in the query shows a working morning whatever the hour of the demo.
+    """
+    now = time.time()
+    query = urllib.parse.urlencode({"query": 'sum(healthscale_demo_requests_per_second{journey="call-centre"})',
+                                    "start": str(now - 7 * 86400), "end": str(now), "step": "300"})
+    with urllib.request.urlopen(f"{environment['PROMETHEUS_URL']}/api/v1/query_range?{query}", timeout=30) as reply:
+        result = json.load(reply)["data"]["result"]
+    times = [float(point[0]) for point in result[0]["values"]] if result else []
+    openings = [later for earlier, later in zip(times, times[1:]) if later - earlier > 6 * 3600]
+    if not openings:
+        return 0
+    return int(now - (openings[-1] + 2.5 * 3600))
+
+
+def demand_queries(offset: int) -> dict[str, str]:
+    return {
+        "ehr-api": 'sum(healthscale_demo_requests_per_second{journey="ed-arrivals"})',
+        "telehealth-media": f'sum(healthscale_demo_requests_per_second{{journey="call-centre"}} offset {offset}s)',
+    }
+
+
+def manifests(surge_start: dt.datetime, queries: dict[str, str]) -> list[dict[str, Any]]:
     def deployment(name: str) -> dict[str, Any]:
         return {
             "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": NAMESPACE},
@@ -82,10 +108,8 @@ def manifests(surge_start: dt.datetime) -> list[dict[str, Any]]:
     return [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
         deployment("ehr-api"), deployment("telehealth-media"),
-        slo("ehr-api", "Open patient chart from ED triage", "critical",
-            'sum(healthscale_demo_requests_per_second{journey="ed-arrivals"})', 2),
-        slo("telehealth-media", "Join a telehealth video visit", "high",
-            'sum(healthscale_demo_requests_per_second{journey="call-centre"})', 1),
+        slo("ehr-api", "Open patient chart from ED triage", "critical", queries["ehr-api"], 2),
+        slo("telehealth-media", "Join a telehealth video visit", "high", queries["telehealth-media"], 2),
         {
             "apiVersion": "healthscale.io/v1alpha1", "kind": "SurgeSchedule",
             "metadata": {"name": "ed-surges", "namespace": NAMESPACE},
@@ -96,19 +120,27 @@ def manifests(surge_start: dt.datetime) -> list[dict[str, Any]]:
     ]
 
 
-def demand_history(environment: dict[str, str], hours: float) -> dict[str, list[tuple[float, float]]]:
-    now = time.time()
-    found: dict[str, list[tuple[float, float]]] = {}
-    for journey in ("ed-arrivals", "call-centre"):
-        query = urllib.parse.urlencode({"query": f'sum(healthscale_demo_requests_per_second{{journey="{journey}"}})',
-                                        "start": str(now - hours * 3600), "end": str(now), "step": "60"})
-        with urllib.request.urlopen(f"{environment['PROMETHEUS_URL']}/api/v1/query_range?{query}", timeout=30) as reply:
-            result = json.load(reply)["data"]["result"]
-        found[journey] = [(float(t), float(v)) for t, v in result[0]["values"]] if result else []
+def demand_history(environment: dict[str, str], queries: dict[str, str], hours: float) -> dict[str, Any]:
+    """Each journey's demand over the last ``hours`` and the engine's forecast for the next hour."""
+    from healthscale.adapters import prometheus
+    from healthscale.domain import forecasting
+
+    client = prometheus.Client(environment["PROMETHEUS_URL"])
+    now = int(time.time())
+    found: dict[str, Any] = {}
+    for name, query in queries.items():
+        history = prometheus.read_history(client, prometheus.HistoryCache(query, 60), now, 14 * 86400)
+        settings = forecasting.Settings(history=14 * 86400, step=60, horizon=3600, extra_level=0.9)
+        outcome, _ = forecasting.forecast(history, now, settings)
+        recent = history.since(now - int(hours * 3600))
+        found[name] = {
+            "demand": [(float(t), float(v)) for t, v in zip(recent.times(), recent.values)],
+            "forecast": outcome if isinstance(outcome, forecasting.Forecast) else None,
+        }
     return found
 
 
-def plot(samples: list[dict[str, Any]], history: dict[str, list[tuple[float, float]]], surge: tuple[float, float],
+def plot(samples: list[dict[str, Any]], history: dict[str, Any], surge: tuple[float, float],
          lead_start: float, path: pathlib.Path) -> None:
     import matplotlib
 
@@ -119,28 +151,31 @@ def plot(samples: list[dict[str, Any]], history: dict[str, list[tuple[float, flo
     def when(epoch: float) -> dt.datetime:
         return dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
 
-    journeys = (("ehr-api", "ed-arrivals", 2.0), ("telehealth-media", "call-centre", 1.0))
-    figure, axes = plt.subplots(len(journeys), 1, figsize=(12, 7), sharex=True)
-    for axis, (name, journey, per_replica) in zip(axes, journeys):
+    per_replica = 2.0
+    figure, axes = plt.subplots(len(history), 1, figsize=(12, 7.5), sharex=True)
+    for axis, (name, found) in zip(axes, history.items()):
         points = [sample for sample in samples if sample["name"] == name]
-        demand = history.get(journey, [])
+        demand = found["demand"]
         axis.plot([when(t) for t, _ in demand], [v for _, v in demand], color="black", lw=1, label="demand (Prometheus)")
-        peaks = [(sample["time"], sample["forecastPeak"]) for sample in points if sample.get("forecastPeak") is not None]
-        axis.plot([when(t) for t, _ in peaks], [v for _, v in peaks], "o", ms=3, color="#1f77b4",
-                  label="planned demand (forecast peak over the lookahead)")
+        forecast = found["forecast"]
+        if forecast is not None:
+            times = [when(t) for t in forecast.times()]
+            axis.plot(times, forecast.point, color="#1f77b4", lw=1, label="forecast (median), next hour")
+            axis.fill_between(times, forecast.point, forecast.quantile(0.9), color="#1f77b4", alpha=0.2,
+                              label="forecast band to p90")
         for key, color, style, label in (("desiredReplicas", "#2ca02c", "-", "desired replicas x perReplica"),
                                          ("readyReplicas", "#d62728", "--", "ready replicas x perReplica")):
             series = [(sample["time"], sample[key]) for sample in points if sample.get(key) is not None]
             axis.step([when(t) for t, _ in series], [v * per_replica for _, v in series], where="post",
-                      color=color, ls=style, label=label)
+                      color=color, ls=style, lw=1.5, label=label)
         axis.axvspan(when(lead_start), when(surge[0]), color="#ffe08a", alpha=0.35, label="surge lead time")
         axis.axvspan(when(surge[0]), when(surge[1]), color="#f4b183", alpha=0.35, label="surge window")
-        axis.set_title(f"{name}: {journey} demand ({per_replica:g} per replica)")
+        axis.set_title(f"{name} ({per_replica:g} requests/s per replica)")
         axis.set_ylabel("requests/s")
         axis.grid(alpha=0.3)
-        axis.legend(loc="upper left", fontsize=7, ncol=2)
+        axis.legend(loc="upper left", fontsize=7, ncol=3)
     axes[-1].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
-    axes[-1].set_xlim(when(samples[0]["time"] - 3600), when(max(surge[0] + 600, samples[-1]["time"])))
+    axes[-1].set_xlim(when(samples[0]["time"] - 3 * 3600), when(surge[1]))
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
@@ -158,13 +193,17 @@ def main() -> int:
     print("== installing the CRDs", flush=True)
     kubectl(environment, "apply", "--server-side", "-f", str(ROOT / "crds"))
     kubectl(environment, "wait", "--for=condition=Established", "crd/clinicalslos.healthscale.io", "--timeout=60s")
-    kubectl(environment, "delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=120s")
+    # A previous demo's ClinicalSLOs keep their finalizer (no operator is running to release it).
+    for name in kubectl(environment, "get", "clinicalslos", "-n", NAMESPACE, "-o", "name").split():
+        kubectl(environment, "patch", "-n", NAMESPACE, name, "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
+    kubectl(environment, "delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=180s")
     start = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0) + dt.timedelta(minutes=SURGE_IN_MINUTES + 1)
     surge = (start.timestamp(), start.timestamp() + 1800)
     lead_start = surge[0] - LEAD_MINUTES * 60
     print(f"== applying the examples: surge 'mass-casualty-drill' opens at {start:%H:%M} UTC "
           f"(lead time {LEAD_MINUTES}m, floor 12, x1.5)", flush=True)
-    kubectl(environment, "apply", "-f", "-", stdin=yaml.safe_dump_all(manifests(start)))
+    queries = demand_queries(telehealth_offset(environment))
+    kubectl(environment, "apply", "-f", "-", stdin=yaml.safe_dump_all(manifests(start, queries)))
 
     log = STATE / "logs" / "demo-operator.log"
     print(f"== running the operator (log: {log})", flush=True)
@@ -197,7 +236,7 @@ def main() -> int:
         operator.terminate()
         operator.wait(timeout=30)
     if samples:
-        plot(samples, demand_history(environment, 2), surge, lead_start, arguments.output)
+        plot(samples, demand_history(environment, queries, 4), surge, lead_start, arguments.output)
         print(f"\n== timeline written to {arguments.output}")
     print("The cluster is still up: `source .devcluster/env` to look around, `make cluster-down` to stop it.")
     return 0

@@ -79,6 +79,8 @@ CLIENT_CALLS: dict[str, Need] = {
     "patch_namespaced_horizontal_pod_autoscaler": Need(("autoscaling", "horizontalpodautoscalers", "patch")),
     "list_namespaced_pod": Need(("", "pods", "list")),
     "patch_namespaced_pod": Need(("", "pods", "patch")),
+    # runtime/handlers.py via adapters/kube.py: SurgeSchedules' next windows, refreshed each cycle.
+    "patch_namespaced_custom_object_status": Need(("healthscale.io", "surgeschedules/status", "patch")),
     # adapters/placement.py, the residency cycle: the pod template's required node affinity, where
     # the pods run, and (residency.evict) evictions.
     "patch_namespaced_deployment": Need(("apps", "deployments", "patch")),
@@ -263,6 +265,11 @@ def request_of(api_class: type, method: str) -> tuple[str, str]:
     arguments = {name: ({} if name == "body" else "x") for name, parameter in inspect.signature(function).parameters.items()
                  if parameter.default is inspect.Parameter.empty
                  and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)}
+    if "custom_object" in method:
+        # The generic custom-object calls take the group and plural as arguments: pass the ones
+        # the operator passes, so the URL names the real resource.
+        group, resource, _ = CLIENT_CALLS[method].rule
+        arguments.update(group=group, version="v1alpha1", plural=resource.split("/")[0])
     try:
         function(**arguments)
     except _Sent as sent:

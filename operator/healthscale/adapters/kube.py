@@ -75,6 +75,7 @@ class Workloads:
         self._apps = kubernetes.client.AppsV1Api(api_client)
         self._autoscaling = kubernetes.client.AutoscalingV2Api(api_client)
         self._core = kubernetes.client.CoreV1Api(api_client)
+        self._custom = kubernetes.client.CustomObjectsApi(api_client)
 
     def read(self, namespace: str, kind: str, name: str) -> Target:
         try:
@@ -133,6 +134,17 @@ class Workloads:
                 if error.status == 404:
                     continue  # the pod went away meanwhile; nothing to protect
                 raise _error(error, f"annotate pod {namespace}/{pod}") from error
+
+    def set_schedule_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Write a SurgeSchedule's status (its next windows)."""
+        try:
+            self._custom.patch_namespaced_custom_object_status(
+                "healthscale.io", "v1alpha1", namespace, "surgeschedules", name, {"status": status},
+                field_manager=FIELD_MANAGER)
+        except kubernetes.client.ApiException as error:
+            if error.status == 404:
+                return  # deleted meanwhile
+            raise _error(error, f"write status of SurgeSchedule {namespace}/{name}") from error
 
     def pods(self, namespace: str, selector: str) -> list[str]:
         try:

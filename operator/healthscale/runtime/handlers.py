@@ -74,6 +74,25 @@ def schedules_by_namespace(namespace: str | None, body: kopf.Body, **_: Any) -> 
     return {namespace or "": dict(body)}
 
 
+def _refresh_schedules(runtime: Runtime, schedules: list[surgeschedule.SurgeSchedule], now: int,
+                       logger: kopf.Logger) -> None:
+    """Move the selecting SurgeSchedules' next windows on as time passes.
+
+    Done from the ClinicalSLO cycle rather than a SurgeSchedule timer, because Kopf gives every
+    resource with a timer a finalizer: a SurgeSchedule would then hang in deletion (and hold its
+    namespace) whenever the operator is not running.
+    """
+    for schedule in schedules:
+        fresh = cycle.schedule_status(schedule, now)
+        shown = schedule.status.model_dump(by_alias=True, mode="json") if schedule.status else {}
+        if shown.get("windows") == fresh["windows"] and shown.get("nextSurge") == fresh["nextSurge"]:
+            continue
+        try:
+            runtime.clients.workloads.set_schedule_status(schedule.metadata.namespace, schedule.metadata.name, fresh)
+        except kube.ApiError as error:
+            logger.warning("could not refresh SurgeSchedule %s: %s", schedule.metadata.name, error)
+
+
 def _selecting(slo: clinicalslo.ClinicalSLO, index: kopf.Index[str, dict[str, Any]],
                logger: kopf.Logger) -> list[surgeschedule.SurgeSchedule]:
     found = []
@@ -134,6 +153,7 @@ def tick(body: kopf.Body, status: kopf.Status, namespace: str | None, name: str,
     finally:
         metrics.CYCLE_SECONDS.observe(time.perf_counter() - started)
     patch.status.update(result.status)
+    _refresh_schedules(runtime, schedules, now, logger)
     for event in result.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     metrics.record(slo.metadata.namespace, name, result)
@@ -191,11 +211,6 @@ def schedule_changed(body: kopf.Body, namespace: str | None, memo: Any, patch: k
     patch.status.update(cycle.schedule_status(schedule, int(time.time())))
 
 
-@kopf.timer(GROUP, VERSION, "surgeschedules", interval=60.0, initial_delay=5.0)
-def refresh_schedule(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    """Keep the next windows in status current as time passes."""
-    schedule = _parse_schedule(body)
-    patch.status.update(cycle.schedule_status(schedule, int(time.time())))
 
 
 def make_runtime(prometheus_url: str, auth: prometheus.Auth, dry_run: bool) -> Runtime:
