@@ -194,7 +194,7 @@ def main() -> int:
     kubectl(environment, "apply", "--server-side", "-f", str(ROOT / "crds"))
     kubectl(environment, "wait", "--for=condition=Established", "crd/clinicalslos.healthscale.io", "--timeout=60s")
     # A previous demo's ClinicalSLOs keep their finalizer (no operator is running to release it).
-    for name in kubectl(environment, "get", "clinicalslos", "-n", NAMESPACE, "-o", "name").split():
+    for name in kubectl(environment, "get", "clinicalslos,surgeschedules", "-n", NAMESPACE, "-o", "name").split():
         kubectl(environment, "patch", "-n", NAMESPACE, name, "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
     kubectl(environment, "delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=180s")
     start = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0) + dt.timedelta(minutes=SURGE_IN_MINUTES + 1)

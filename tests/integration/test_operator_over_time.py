@@ -129,13 +129,39 @@ def api(devcluster: DevCluster) -> Iterator[k8s_client.ApiClient]:
     client.close()
 
 
+def release_and_delete(api: k8s_client.ApiClient, namespace: str) -> None:
+    """Delete healthscale's objects first, then the namespace.
+
+    Kopf stops serving a namespace once it is Terminating, so a ClinicalSLO left for the namespace
+    deletion would keep its finalizer (and the namespace) forever. With the operator gone, the
+    finalizers are removed by hand.
+    """
+    custom = k8s_client.CustomObjectsApi(api)
+    for plural in ("clinicalslos", "surgeschedules"):
+        for item in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)["items"]:
+            custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, plural, item["metadata"]["name"])
+    deadline = time.monotonic() + 10  # these tests stop their operator before cleaning up
+    while time.monotonic() < deadline:
+        left = [item for plural in ("clinicalslos", "surgeschedules")
+                for item in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)["items"]]
+        if not left:
+            break
+        time.sleep(1)
+    else:
+        for plural in ("clinicalslos", "surgeschedules"):
+            for item in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)["items"]:
+                custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, plural, item["metadata"]["name"],
+                                                      {"metadata": {"finalizers": None}})
+    k8s_client.CoreV1Api(api).delete_namespace(namespace)
+
+
 @pytest.fixture
 def namespace(api: k8s_client.ApiClient) -> Iterator[str]:
     name = f"hs-time-{uuid.uuid4().hex[:6]}"
     core = k8s_client.CoreV1Api(api)
     core.create_namespace(k8s_client.V1Namespace(metadata=k8s_client.V1ObjectMeta(name=name)))
     yield name
-    core.delete_namespace(name)
+    release_and_delete(api, name)
 
 
 def deployment(api: k8s_client.ApiClient, namespace: str, replicas: int) -> None:
