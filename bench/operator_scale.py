@@ -99,9 +99,23 @@ def _cycle_histogram(port: int) -> tuple[float, float]:
     return total, count
 
 
+def _release(api: k8s_client.ApiClient) -> None:
+    """Drop the ClinicalSLOs' finalizers once no operator runs, so the namespace can go."""
+    custom = k8s_client.CustomObjectsApi(api)
+    try:
+        listed = custom.list_namespaced_custom_object("healthscale.io", "v1alpha1", NAMESPACE, "clinicalslos")
+    except k8s_client.ApiException:
+        return
+    for item in listed["items"]:
+        if item["metadata"].get("finalizers"):
+            custom.patch_namespaced_custom_object("healthscale.io", "v1alpha1", NAMESPACE, "clinicalslos",
+                                                  item["metadata"]["name"], {"metadata": {"finalizers": None}})
+
+
 def run(count: int, steady_minutes: float) -> dict[str, float]:
     environment = _env()
     api = k8s_config.new_client_from_config(config_file=environment["KUBECONFIG"])
+    _release(api)
     subprocess.run([str(STATE / "bin" / "kubectl"), "delete", "namespace", NAMESPACE, "--ignore-not-found",
                     "--wait=true", "--timeout=300s"], env=environment, check=True, capture_output=True)
     subprocess.run([str(STATE / "bin" / "kubectl"), "apply", "--server-side", "-f", str(ROOT / "crds")],
@@ -150,6 +164,7 @@ def run(count: int, steady_minutes: float) -> dict[str, float]:
     finally:
         operator.terminate()
         operator.wait(timeout=60)
+        _release(api)
         subprocess.run([str(STATE / "bin" / "kubectl"), "delete", "namespace", NAMESPACE, "--wait=false"],
                        env=environment, check=False, capture_output=True)
         api.close()

@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 import time
@@ -35,6 +36,7 @@ STATE = ROOT / ".devcluster"
 NAMESPACE = "demo"
 SURGE_IN_MINUTES = 5
 LEAD_MINUTES = 2
+PER_REPLICA = {"ehr-api": 1.0, "telehealth-media": 5.0}
 
 
 def env() -> dict[str, str]:
@@ -108,8 +110,8 @@ def manifests(surge_start: dt.datetime, queries: dict[str, str]) -> list[dict[st
     return [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
         deployment("ehr-api"), deployment("telehealth-media"),
-        slo("ehr-api", "Open patient chart from ED triage", "critical", queries["ehr-api"], 2),
-        slo("telehealth-media", "Join a telehealth video visit", "high", queries["telehealth-media"], 2),
+        slo("ehr-api", "Open patient chart from ED triage", "critical", queries["ehr-api"], PER_REPLICA["ehr-api"]),
+        slo("telehealth-media", "Join a telehealth video visit", "high", queries["telehealth-media"], PER_REPLICA["telehealth-media"]),
         {
             "apiVersion": "healthscale.io/v1alpha1", "kind": "SurgeSchedule",
             "metadata": {"name": "ed-surges", "namespace": NAMESPACE},
@@ -151,9 +153,9 @@ def plot(samples: list[dict[str, Any]], history: dict[str, Any], surge: tuple[fl
     def when(epoch: float) -> dt.datetime:
         return dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
 
-    per_replica = 2.0
     figure, axes = plt.subplots(len(history), 1, figsize=(12, 7.5), sharex=True)
     for axis, (name, found) in zip(axes, history.items()):
+        per_replica = PER_REPLICA[name]
         points = [sample for sample in samples if sample["name"] == name]
         demand = found["demand"]
         axis.plot([when(t) for t, _ in demand], [v for _, v in demand], color="black", lw=1, label="demand (Prometheus)")
@@ -175,13 +177,22 @@ def plot(samples: list[dict[str, Any]], history: dict[str, Any], surge: tuple[fl
         axis.grid(alpha=0.3)
         axis.legend(loc="upper left", fontsize=7, ncol=3)
     axes[-1].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
-    axes[-1].set_xlim(when(samples[0]["time"] - 3 * 3600), when(surge[1]))
+    axes[-1].set_xlim(when(samples[0]["time"] - 3600), when(surge[0] + 3600))
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
 
 
+def _stop_on_sigterm() -> None:
+    # Turn SIGTERM into an exception so that the operator subprocess is stopped too.
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main() -> int:
+    _stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--minutes", type=float, default=9.0, help="how long to watch (default 9)")
     parser.add_argument("--output", type=pathlib.Path, default=ROOT / "out" / "demo-timeline.png")
