@@ -318,3 +318,21 @@ def test_the_api_server_rejects_invalid_specs_with_the_rule(
     assert raised.value.status == 422
     causes = json.loads(raised.value.body)["details"]["causes"]
     assert any(rule in cause["message"] and cause["field"].startswith("spec.capacity") for cause in causes), causes
+
+
+def test_a_fast_error_budget_burn_is_reported_and_blocks_scale_down(
+        api: k8s_client.ApiClient, operator: Path, namespace: str) -> None:
+    deployment(api, namespace, "ehr-api", 30)
+    body = slo_manifest(namespace)
+    # 5% of requests failing against a 99.9% objective: a burn of 50x on every window.
+    body["spec"]["indicators"].update(errors="vector(0.5)", total="vector(10)")
+    body["spec"]["objectives"] = {"availability": 99.9, "window": "28d"}
+    create(api, body)
+    status = wait_until("a plan in status", lambda: planned(api, namespace))
+    assert status["burnRates"]["1h"] == pytest.approx(50.0, rel=1e-3)
+    assert status["burnRates"]["5m"] == pytest.approx(50.0, rel=1e-3)
+    assert status["errorBudgetRemaining"] == pytest.approx(-49.0, rel=1e-3)
+    assert status["desiredReplicas"] == 30
+    assert "scale-down held: error budget burning fast" in status["explanation"]
+    time.sleep(3)
+    assert replicas(api, namespace) == 30
