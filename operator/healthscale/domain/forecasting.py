@@ -278,7 +278,9 @@ class _Design:
         return np.column_stack(columns)
 
 
-@functools.lru_cache(maxsize=256)
+# A few entries suffice (one fit reuses its matrix for validation and residuals); each can be
+# megabytes (14 days at 1 minute x ~40 columns), so the operator must not keep hundreds.
+@functools.lru_cache(maxsize=4)
 def _cached_matrix(design: _Design, start: int, step: int, count: int) -> FloatArray:
     matrix = design.matrix(start + step * np.arange(count, dtype=np.int64))
     matrix.setflags(write=False)
