@@ -8,11 +8,14 @@ The only module (besides Kopf itself) that talks to the API server. Writes use t
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 from typing import Any
 
 import kubernetes
 
 FIELD_MANAGER = "healthscale"
+HPA_CACHE_SECONDS = 10.0
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 
 
@@ -76,6 +79,10 @@ class Workloads:
         self._autoscaling = kubernetes.client.AutoscalingV2Api(api_client)
         self._core = kubernetes.client.CoreV1Api(api_client)
         self._custom = kubernetes.client.CustomObjectsApi(api_client)
+        # HPAs per namespace, listed at most every HPA_CACHE_SECONDS: one list serves every
+        # ClinicalSLO of the namespace instead of one list per ClinicalSLO per cycle.
+        self._hpas: dict[str, tuple[float, list[Any]]] = {}
+        self._hpas_lock = threading.Lock()
 
     def read(self, namespace: str, kind: str, name: str) -> Target:
         try:
@@ -94,12 +101,22 @@ class Workloads:
             hpa=self._hpa_for(namespace, kind, name),
         )
 
-    def _hpa_for(self, namespace: str, kind: str, name: str) -> Hpa | None:
+    def _hpa_list(self, namespace: str) -> list[Any]:
+        now = time.monotonic()
+        with self._hpas_lock:
+            cached = self._hpas.get(namespace)
+        if cached is not None and now - cached[0] < HPA_CACHE_SECONDS:
+            return cached[1]
         try:
-            listed = self._autoscaling.list_namespaced_horizontal_pod_autoscaler(namespace)
+            listed = self._autoscaling.list_namespaced_horizontal_pod_autoscaler(namespace).items
         except kubernetes.client.ApiException as error:
             raise _error(error, f"list HPAs in {namespace}") from error
-        for hpa in listed.items:
+        with self._hpas_lock:
+            self._hpas[namespace] = (now, listed)
+        return listed
+
+    def _hpa_for(self, namespace: str, kind: str, name: str) -> Hpa | None:
+        for hpa in self._hpa_list(namespace):
             reference = hpa.spec.scale_target_ref
             if reference.kind == kind and reference.name == name:
                 return Hpa(_name(hpa), int(hpa.spec.min_replicas or 1), int(hpa.spec.max_replicas))
@@ -121,6 +138,8 @@ class Workloads:
         try:
             self._autoscaling.patch_namespaced_horizontal_pod_autoscaler(
                 hpa, namespace, {"spec": {"minReplicas": min_replicas}}, field_manager=FIELD_MANAGER)
+            with self._hpas_lock:
+                self._hpas.pop(namespace, None)  # our own write must show in the next read
         except kubernetes.client.ApiException as error:
             raise _error(error, f"set minReplicas of HPA {namespace}/{hpa} to {min_replicas}") from error
 

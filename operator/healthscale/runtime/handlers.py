@@ -23,7 +23,7 @@ from healthscale.runtime import metrics, residency
 from healthscale.service import cycle
 
 GROUP, VERSION = "healthscale.io", "v1alpha1"
-TICK_SECONDS = 10.0
+TICK_SECONDS = 20.0
 FINALIZER = "healthscale.io/restore-scale"
 
 
@@ -127,7 +127,8 @@ def tick(body: kopf.Body, status: kopf.Status, namespace: str | None, name: str,
     memory = runtime.memories.setdefault(key, cycle.Memory())
     now = int(time.time())
     step = int(slo.spec.forecast.step.total_seconds())
-    if key not in runtime.due and memory.last_cycle is not None and now - memory.last_cycle < step:
+    # Due within half a tick counts as due, so that cycles keep the step's cadence, not step + tick.
+    if key not in runtime.due and memory.last_cycle is not None and now - memory.last_cycle < step - TICK_SECONDS / 2:
         return
     runtime.due.discard(key)
     schedules = _selecting(slo, index, logger)
