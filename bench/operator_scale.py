@@ -51,8 +51,9 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _peak_rss_mib(pid: int) -> float:
-    match = re.search(r"VmHWM:\s+(\d+) kB", pathlib.Path(f"/proc/{pid}/status").read_text())
+def _rss_mib(pid: int, field: str = "VmHWM") -> float:
+    """VmHWM: the peak resident memory; VmRSS: now."""
+    match = re.search(rf"{field}:\s+(\d+) kB", pathlib.Path(f"/proc/{pid}/status").read_text())
     return int(match.group(1)) / 1024 if match else float("nan")
 
 
@@ -159,7 +160,8 @@ def run(count: int, steady_minutes: float) -> dict[str, float]:
             "min_share_replanned_per_minute": min(shares) if shares else float("nan"),
             "mean_cycle_seconds": (sum_after - sum_before) / max(1.0, count_after - count_before),
             "cycles_per_minute": (count_after - count_before) / max(1e-9, steady_minutes),
-            "peak_rss_mib": _peak_rss_mib(operator.pid),
+            "peak_rss_mib": _rss_mib(operator.pid),
+            "steady_rss_mib": _rss_mib(operator.pid, "VmRSS"),
         }
     finally:
         operator.terminate()
