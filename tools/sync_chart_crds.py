@@ -6,8 +6,7 @@ script makes the chart's crds/ byte-identical copies of them. With --check it ch
 exits 1, naming the files, when the chart's copies are missing, differ, or are left over from a
 CRD that crds/ no longer has.
 
-The chart's crds/ also holds files that are not copies (Kopf's peering CRDs); they are listed in
-CHART_ONLY and left alone.
+crds/ holds the models' CRDs and Kopf's peering CRDs (written by hand); the chart gets all of them.
 
 Usage: tools/sync_chart_crds.py [--check]
 """
@@ -21,8 +20,6 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "crds"
 CHART_CRDS = ROOT / "helm" / "healthscale" / "crds"
-# Maintained in the chart itself, not generated from the models.
-CHART_ONLY = frozenset({"kopf-peerings.yaml"})
 
 
 def expected() -> dict[str, bytes]:
@@ -41,7 +38,7 @@ def drift() -> list[str]:
         elif copy.read_bytes() != content:
             problems.append(f"{copy.relative_to(ROOT)}: differs from crds/{name}")
     for copy in sorted(CHART_CRDS.glob("*.yaml")):
-        if copy.name not in wanted and copy.name not in CHART_ONLY:
+        if copy.name not in wanted:
             problems.append(f"{copy.relative_to(ROOT)}: not in crds/ (a removed CRD?)")
     return problems
 
@@ -56,7 +53,7 @@ def sync() -> list[str]:
             copy.write_bytes(content)
             changed.append(f"wrote {copy.relative_to(ROOT)}")
     for copy in sorted(CHART_CRDS.glob("*.yaml")):
-        if copy.name not in wanted and copy.name not in CHART_ONLY:
+        if copy.name not in wanted:
             copy.unlink()
             changed.append(f"removed {copy.relative_to(ROOT)}")
     return changed

@@ -41,7 +41,6 @@ def test_the_check_names_a_drifted_a_missing_and_a_stale_copy(tmp_path: Path, mo
         (source / name).write_text(f"kind: CustomResourceDefinition # {name}\n")
     (copies / "a.yaml").write_text("kind: CustomResourceDefinition # edited by hand\n")
     (copies / "old.yaml").write_text("kind: CustomResourceDefinition\n")
-    (copies / "kopf-peerings.yaml").write_text("kept: true\n")
     monkeypatch.setattr(script, "ROOT", tmp_path)
     monkeypatch.setattr(script, "SOURCE", source)
     monkeypatch.setattr(script, "CHART_CRDS", copies)
@@ -50,11 +49,11 @@ def test_the_check_names_a_drifted_a_missing_and_a_stale_copy(tmp_path: Path, mo
     assert script.main(["--check"]) == 1
     assert script.main([]) == 0
     assert script.drift() == []
-    assert sorted(path.name for path in copies.iterdir()) == ["a.yaml", "b.yaml", "kopf-peerings.yaml"]
+    assert sorted(path.name for path in copies.iterdir()) == ["a.yaml", "b.yaml"]
 
 
 def test_the_peering_crds_are_the_kopf_dev_kinds_kopf_watches() -> None:
-    crds = {crd["metadata"]["name"]: crd for crd in yaml.safe_load_all((CHART / "crds" / "kopf-peerings.yaml").read_text())}
+    crds = {crd["metadata"]["name"]: crd for crd in yaml.safe_load_all((REPO_ROOT / "crds" / "kopf-peerings.yaml").read_text())}
     assert set(crds) == {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
     assert crds["clusterkopfpeerings.kopf.dev"]["spec"]["scope"] == "Cluster"
     assert crds["kopfpeerings.kopf.dev"]["spec"]["scope"] == "Namespaced"

@@ -117,7 +117,7 @@ KOPF_NAMESPACE_OBSERVATION: set[Rule] = {("", "namespaces", "list"), ("", "names
 def kopf_peering(resource: str, name: str) -> set[tuple[str, str, str, str]]:
     """kopf/_core/engines/peering.py: watch the peering objects, patch our own (heartbeat).
 
-    Our peering CRD (helm/healthscale/crds/kopf-peerings.yaml) has no status subresource, so
+    Our peering CRD (crds/kopf-peerings.yaml) has no status subresource, so
     Kopf's patching.patch_obj patches the object itself, by name.
     """
     return {("kopf.dev", resource, "list", "*"), ("kopf.dev", resource, "watch", "*"),
@@ -159,9 +159,9 @@ def kopf_handled_plurals(handlers: Path = HANDLERS) -> set[str]:
 
 def crd_for(plural: str) -> dict[str, Any]:
     for path in CRDS.glob("*.yaml"):
-        crd = yaml.safe_load(path.read_text())
-        if crd["spec"]["names"]["plural"] == plural:
-            return dict(crd)
+        for crd in yaml.safe_load_all(path.read_text()):
+            if crd["spec"]["names"]["plural"] == plural:
+                return dict(crd)
     raise AssertionError(f"no CRD in crds/ for the handled resource {plural!r}")
 
 
