@@ -185,9 +185,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if arguments.command == "run":
             return _run(arguments)
         return _crds(arguments)
-    except (manifests.ManifestError, trace.TraceError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except ValueError as error:
+    except ValueError as error:  # ManifestError, TraceError and bad options all say what and where
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -222,3 +222,14 @@ def apps_v1(devcluster: DevCluster) -> Iterator[k8s_client.AppsV1Api]:
         yield k8s_client.AppsV1Api(api)
     finally:
         api.close()
+
+
+@pytest.fixture(scope="module")
+def api(devcluster: DevCluster) -> Iterator[k8s_client.ApiClient]:
+    """A client for the dev cluster, with healthscale's CRDs installed and established."""
+    client = devcluster.api_client()
+    devcluster.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
+    for crd in ("clinicalslos.healthscale.io", "surgeschedules.healthscale.io"):
+        devcluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+    yield client
+    client.close()

@@ -22,44 +22,20 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 import pytest
 import yaml
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
+from clusterlib import ED_DEMAND, GROUP, REPO_ROOT, VERSION, DevCluster, replicas, wait_until
 from healthscale.adapters import placement
 from healthscale.service import residency as residency_service
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "helm" / "healthscale"
-GROUP, VERSION = "healthscale.io", "v1alpha1"
-DEMAND = 'sum(healthscale_demo_requests_per_second{journey="ed-arrivals"})'
-T = TypeVar("T")
-
-
-class DevCluster(Protocol):  # what these tests use of conftest.DevCluster
-    kubeconfig: Path
-    prometheus_url: str
-    bin_dir: Path
-
-    def api_client(self) -> k8s_client.ApiClient: ...
-
-    def kubectl(self, *args: str) -> str: ...
-
-
-def wait_until(what: str, probe: Callable[[], T | None], timeout: float = 180.0) -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(1.0)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 @dataclass
@@ -89,6 +65,7 @@ class Release:
 
 @pytest.fixture(scope="module")
 def api(devcluster: DevCluster) -> Iterator[k8s_client.ApiClient]:
+    """Overrides conftest's `api`: here the chart itself installs the CRDs."""
     client = devcluster.api_client()
     yield client
     client.close()
@@ -247,10 +224,6 @@ def operator_as_chart_account(devcluster: DevCluster, installed: Release,
         stop(process)
 
 
-def replicas(api: k8s_client.ApiClient, namespace: str) -> int:
-    return int(k8s_client.AppsV1Api(api).read_namespaced_deployment("ehr-api", namespace).spec.replicas)
-
-
 def slo_body(namespace: str) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "ClinicalSLO",
@@ -258,7 +231,7 @@ def slo_body(namespace: str) -> dict[str, Any]:
         "spec": {
             "journey": "ED triage screens", "criticality": "critical",
             "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "ehr-api"},
-            "mode": "Active", "indicators": {"demand": DEMAND},
+            "mode": "Active", "indicators": {"demand": ED_DEMAND},
             "capacity": {"perReplica": 0.5, "minReplicas": 1, "maxReplicas": 40, "startupSeconds": 60},
             "forecast": {"history": "14d", "step": "5m", "horizon": "1h"},
             # Residency too, so that its calls (pod template patch, node list) run under the account.

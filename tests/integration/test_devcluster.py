@@ -7,32 +7,21 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any, Protocol, TypeVar
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 import pytest
 from kubernetes import client as k8s_client
 
+from clusterlib import wait_until
+
 pytestmark = pytest.mark.integration
 
 METRIC = "healthscale_demo_requests_per_second"
-T = TypeVar("T")
 
 
 class DevCluster(Protocol):  # what these tests use of conftest.DevCluster
     prometheus_url: str
-
-
-def wait_until(what: str, fn: Callable[[], T | None], timeout: float = 90.0) -> T:
-    """Poll fn until it returns something truthy; fail with `what` on timeout."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 def prom_get(cluster: DevCluster, path: str, **params: str) -> Any:

@@ -12,50 +12,17 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 import pytest
 from kubernetes import client as k8s_client
 
-
-
-class DevCluster(Protocol):  # what these tests use of conftest.DevCluster
-    kubeconfig: Path
-    prometheus_url: str
-
-    def api_client(self) -> k8s_client.ApiClient: ...
-
-    def kubectl(self, *args: str) -> str: ...
+from clusterlib import (ED_DEMAND, GROUP, REPO_ROOT, VERSION, DevCluster, deployment, release_and_delete, replicas,
+                        status_of, wait_until)
 
 pytestmark = pytest.mark.integration
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEMAND = 'sum(healthscale_demo_requests_per_second{journey="ed-arrivals"})'
-GROUP, VERSION = "healthscale.io", "v1alpha1"
-T = TypeVar("T")
-
-
-def wait_until(what: str, probe: Callable[[], T | None], timeout: float = 90.0) -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(1.0)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
-
-
-@pytest.fixture(scope="module")
-def api(devcluster: DevCluster) -> Iterator[k8s_client.ApiClient]:
-    client = devcluster.api_client()
-    devcluster.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
-    for crd in ("clinicalslos.healthscale.io", "surgeschedules.healthscale.io"):
-        devcluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
-    yield client
-    client.close()
 
 
 @pytest.fixture(scope="module")
@@ -83,32 +50,6 @@ def operator(devcluster: DevCluster, api: k8s_client.ApiClient, tmp_path_factory
             print(log.read_text()[-4000:])
 
 
-def release_and_delete(api: k8s_client.ApiClient, namespace: str) -> None:
-    """Delete healthscale's objects first, then the namespace.
-
-    Kopf stops serving a namespace once it is Terminating, so a ClinicalSLO left for the namespace
-    deletion would keep its finalizer (and the namespace) forever. With the operator gone, the
-    finalizers are removed by hand.
-    """
-    custom = k8s_client.CustomObjectsApi(api)
-    for plural in ("clinicalslos", "surgeschedules"):
-        for item in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)["items"]:
-            custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, plural, item["metadata"]["name"])
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        left = [item for plural in ("clinicalslos", "surgeschedules")
-                for item in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)["items"]]
-        if not left:
-            break
-        time.sleep(1)
-    else:
-        for plural in ("clinicalslos", "surgeschedules"):
-            for item in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)["items"]:
-                custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, plural, item["metadata"]["name"],
-                                                      {"metadata": {"finalizers": None}})
-    k8s_client.CoreV1Api(api).delete_namespace(namespace)
-
-
 @pytest.fixture
 def namespace(api: k8s_client.ApiClient) -> Iterator[str]:
     name = f"hs-it-{uuid.uuid4().hex[:6]}"
@@ -118,21 +59,7 @@ def namespace(api: k8s_client.ApiClient) -> Iterator[str]:
     release_and_delete(api, name)
 
 
-def deployment(api: k8s_client.ApiClient, namespace: str, name: str, replicas: int) -> None:
-    labels = {"app": name}
-    container = k8s_client.V1Container(name="app", image="registry.k8s.io/pause:3.10",
-                                       resources=k8s_client.V1ResourceRequirements(requests={"cpu": "100m"}))
-    k8s_client.AppsV1Api(api).create_namespaced_deployment(namespace, k8s_client.V1Deployment(
-        metadata=k8s_client.V1ObjectMeta(name=name),
-        spec=k8s_client.V1DeploymentSpec(
-            replicas=replicas, selector=k8s_client.V1LabelSelector(match_labels=labels),
-            template=k8s_client.V1PodTemplateSpec(metadata=k8s_client.V1ObjectMeta(labels=labels),
-                                                  spec=k8s_client.V1PodSpec(containers=[container])),
-        ),
-    ))
-
-
-def slo_manifest(namespace: str, name: str = "ed-triage", mode: str = "Active", demand: str = DEMAND,
+def slo_manifest(namespace: str, name: str = "ed-triage", mode: str = "Active", demand: str = ED_DEMAND,
                  **capacity: Any) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "ClinicalSLO",
@@ -159,9 +86,7 @@ def create(api: k8s_client.ApiClient, body: dict[str, Any]) -> None:
 
 
 def slo_status(api: k8s_client.ApiClient, namespace: str, name: str = "ed-triage") -> dict[str, Any]:
-    found = custom(api).get_namespaced_custom_object(GROUP, VERSION, namespace, "clinicalslos", name)
-    status: dict[str, Any] = found.get("status") or {}
-    return status
+    return status_of(api, namespace, name)
 
 
 def planned(api: k8s_client.ApiClient, namespace: str, name: str = "ed-triage") -> dict[str, Any] | None:
@@ -171,10 +96,6 @@ def planned(api: k8s_client.ApiClient, namespace: str, name: str = "ed-triage") 
 
 def conditions(status: dict[str, Any]) -> dict[str, str]:
     return {item["type"]: item["status"] for item in status.get("conditions", [])}
-
-
-def replicas(api: k8s_client.ApiClient, namespace: str, name: str = "ehr-api") -> int:
-    return int(k8s_client.AppsV1Api(api).read_namespaced_deployment(name, namespace).spec.replicas)
 
 
 def test_an_active_slo_scales_its_deployment_to_the_plan_and_explains_it(

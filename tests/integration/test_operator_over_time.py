@@ -20,39 +20,17 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 import pytest
 from kubernetes import client as k8s_client
 
+from clusterlib import (ED_DEMAND, GROUP, REPO_ROOT, VERSION, DevCluster, deployment, release_and_delete, replicas,
+                        status_of, wait_until)
+
 pytestmark = pytest.mark.integration
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-GROUP, VERSION = "healthscale.io", "v1alpha1"
-ED_DEMAND = 'sum(healthscale_demo_requests_per_second{journey="ed-arrivals"})'
-T = TypeVar("T")
-
-
-class DevCluster(Protocol):  # what these tests use of conftest.DevCluster
-    kubeconfig: Path
-    prometheus_url: str
-
-    def api_client(self) -> k8s_client.ApiClient: ...
-
-    def kubectl(self, *args: str) -> str: ...
-
-
-def wait_until(what: str, probe: Callable[[], T | None], timeout: float = 150.0) -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(1.0)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 class Relay:
@@ -119,63 +97,13 @@ def running_operator(cluster: DevCluster, prometheus_url: str, namespace: str, l
             process.kill()
 
 
-@pytest.fixture(scope="module")
-def api(devcluster: DevCluster) -> Iterator[k8s_client.ApiClient]:
-    client = devcluster.api_client()
-    devcluster.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
-    for crd in ("clinicalslos.healthscale.io", "surgeschedules.healthscale.io"):
-        devcluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
-    yield client
-    client.close()
-
-
-def release_and_delete(api: k8s_client.ApiClient, namespace: str) -> None:
-    """Delete healthscale's objects first, then the namespace.
-
-    Kopf stops serving a namespace once it is Terminating, so a ClinicalSLO left for the namespace
-    deletion would keep its finalizer (and the namespace) forever. With the operator gone, the
-    finalizers are removed by hand.
-    """
-    custom = k8s_client.CustomObjectsApi(api)
-    for plural in ("clinicalslos", "surgeschedules"):
-        for item in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)["items"]:
-            custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, plural, item["metadata"]["name"])
-    deadline = time.monotonic() + 10  # these tests stop their operator before cleaning up
-    while time.monotonic() < deadline:
-        left = [item for plural in ("clinicalslos", "surgeschedules")
-                for item in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)["items"]]
-        if not left:
-            break
-        time.sleep(1)
-    else:
-        for plural in ("clinicalslos", "surgeschedules"):
-            for item in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)["items"]:
-                custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, plural, item["metadata"]["name"],
-                                                      {"metadata": {"finalizers": None}})
-    k8s_client.CoreV1Api(api).delete_namespace(namespace)
-
-
 @pytest.fixture
 def namespace(api: k8s_client.ApiClient) -> Iterator[str]:
     name = f"hs-time-{uuid.uuid4().hex[:6]}"
     core = k8s_client.CoreV1Api(api)
     core.create_namespace(k8s_client.V1Namespace(metadata=k8s_client.V1ObjectMeta(name=name)))
     yield name
-    release_and_delete(api, name)
-
-
-def deployment(api: k8s_client.ApiClient, namespace: str, replicas: int) -> None:
-    labels = {"app": "ehr-api"}
-    container = k8s_client.V1Container(name="app", image="registry.k8s.io/pause:3.10",
-                                       resources=k8s_client.V1ResourceRequirements(requests={"cpu": "100m"}))
-    k8s_client.AppsV1Api(api).create_namespaced_deployment(namespace, k8s_client.V1Deployment(
-        metadata=k8s_client.V1ObjectMeta(name="ehr-api"),
-        spec=k8s_client.V1DeploymentSpec(
-            replicas=replicas, selector=k8s_client.V1LabelSelector(match_labels=labels),
-            template=k8s_client.V1PodTemplateSpec(metadata=k8s_client.V1ObjectMeta(labels=labels),
-                                                  spec=k8s_client.V1PodSpec(containers=[container])),
-        ),
-    ))
+    release_and_delete(api, name, grace=10)  # these tests stop their operator before cleaning up
 
 
 def create_slo(api: k8s_client.ApiClient, namespace: str, demand: str = ED_DEMAND,
@@ -210,14 +138,7 @@ def create_schedule(api: k8s_client.ApiClient, namespace: str, start: float, end
 
 
 def status(api: k8s_client.ApiClient, namespace: str) -> dict[str, Any]:
-    found = k8s_client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, "clinicalslos",
-                                                                          "journey")
-    result: dict[str, Any] = found.get("status") or {}
-    return result
-
-
-def replicas(api: k8s_client.ApiClient, namespace: str) -> int:
-    return int(k8s_client.AppsV1Api(api).read_namespaced_deployment("ehr-api", namespace).spec.replicas)
+    return status_of(api, namespace, "journey")
 
 
 def conditions(current: dict[str, Any]) -> dict[str, tuple[str, str]]:
@@ -230,7 +151,7 @@ def next_whole_minute(after: float) -> float:
 
 def test_a_surge_floor_is_in_place_before_the_window_by_its_lead_time(
         devcluster: DevCluster, api: k8s_client.ApiClient, namespace: str, tmp_path: Path) -> None:
-    deployment(api, namespace, 1)
+    deployment(api, namespace, "ehr-api", 1)
     create_slo(api, namespace, perReplica=50)  # demand alone needs one replica
     # Window in 6+ minutes with 2 minutes of lead time; the lookahead is startup (60 s) + one cycle (60 s).
     window_start = next_whole_minute(time.time() + 6 * 60)
@@ -252,7 +173,7 @@ def test_a_surge_floor_is_in_place_before_the_window_by_its_lead_time(
 
 def test_with_prometheus_gone_mid_test_nothing_scales_down(
         devcluster: DevCluster, api: k8s_client.ApiClient, namespace: str, tmp_path: Path) -> None:
-    deployment(api, namespace, 30)
+    deployment(api, namespace, "ehr-api", 30)
     # Nothing holds the replicas up but the 'no forecast' rule: no stabilisation, 10% steps.
     create_slo(api, namespace, scale_down={"stabilizationSeconds": 0, "maxStepPercent": 10})
     relay = Relay(devcluster.prometheus_url)
@@ -275,7 +196,7 @@ def test_with_prometheus_gone_mid_test_nothing_scales_down(
 
 def test_an_operator_restarted_mid_surge_causes_no_dip(
         devcluster: DevCluster, api: k8s_client.ApiClient, namespace: str, tmp_path: Path) -> None:
-    deployment(api, namespace, 1)
+    deployment(api, namespace, "ehr-api", 1)
     create_slo(api, namespace, perReplica=50)
     create_schedule(api, namespace, time.time() - 600, time.time() + 3600, floor=12)
     log = tmp_path / "operator.log"
@@ -318,7 +239,7 @@ def test_a_forecast_scales_up_before_the_daily_peak_arrives(
     # when calls climb towards the late-morning peak: only a forecast can see that coming.
     offset = int(time.time() - _call_centre_opening(devcluster))
     demand = f'sum(healthscale_demo_requests_per_second{{journey="call-centre"}} offset {offset}s)'
-    deployment(api, namespace, 1)
+    deployment(api, namespace, "ehr-api", 1)
     create_slo(api, namespace, demand=demand, perReplica=1, maxReplicas=200, startupSeconds=1800)
     with running_operator(devcluster, devcluster.prometheus_url, namespace, tmp_path / "operator.log"):
         current = wait_until("a plan", lambda: (lambda found: found if found.get("desiredReplicas") else None)(

@@ -22,25 +22,16 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 import pytest
 from kubernetes import client as k8s_client
 
+from clusterlib import GROUP, REPO_ROOT, VERSION, DevCluster, replicas, wait_until
+from healthscale.runtime import handlers
+
 pytestmark = pytest.mark.integration
 
-
-class DevCluster(Protocol):  # what these tests use of conftest.DevCluster
-    kubeconfig: Path
-    prometheus_url: str
-
-    def api_client(self) -> k8s_client.ApiClient: ...
-
-    def kubectl(self, *args: str) -> str: ...
-
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-GROUP, VERSION = "healthscale.io", "v1alpha1"
 REGION = "topology.kubernetes.io/region"
 DATA_CLASS = "healthscale.io/data-class"
 REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
@@ -50,35 +41,13 @@ RUN = uuid.uuid4().hex[:4]
 PREFIX, EVICT_PREFIX = f"hs-res-{RUN}-", f"hs-rev-{RUN}-"
 CONFIGURATION = f"healthscale-residency-{RUN}"
 STEP_SECONDS = 60
-TICK_SECONDS = 10
-T = TypeVar("T")
-
-
-def wait_until(what: str, probe: Callable[[], T | None], timeout: float = 120.0) -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(1.0)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+TICK_SECONDS = handlers.TICK_SECONDS
 
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def api(devcluster: DevCluster) -> Iterator[k8s_client.ApiClient]:
-    client = devcluster.api_client()
-    devcluster.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
-    for crd in ("clinicalslos.healthscale.io", "surgeschedules.healthscale.io"):
-        devcluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
-    yield client
-    client.close()
 
 
 def start_operator(devcluster: DevCluster, log: Path, *arguments: str) -> subprocess.Popen[bytes]:
@@ -333,10 +302,6 @@ def events(api: k8s_client.ApiClient, namespace: str, reason: str) -> list[k8s_c
     listed = k8s_client.CoreV1Api(api).list_namespaced_event(
         namespace, field_selector="involvedObject.kind=ClinicalSLO").items
     return [event for event in listed if event.reason == reason]
-
-
-def replicas(api: k8s_client.ApiClient, namespace: str) -> int:
-    return int(k8s_client.AppsV1Api(api).read_namespaced_deployment("ehr-api", namespace).spec.replicas)
 
 
 # --------------------------------------------------------------------------------- the six proofs

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 
@@ -78,15 +78,8 @@ class Result:
 def engine_policy(slo: clinicalslo.ClinicalSLOSpec, step: int) -> tuple[planning.Policy, forecasting.Settings]:
     """The planner and forecaster settings for a replay at the trace's own step."""
     policy = dataclasses.replace(planning.Policy.of(slo), cycle_seconds=step)
-    settings = forecasting.Settings(
-        history=int(slo.forecast.history.total_seconds()),
-        step=step,
-        horizon=max(int(slo.forecast.horizon.total_seconds()), step, policy.lookahead),
-        model=str(slo.forecast.model),
-        # The trace's timestamps are its local wall clock, read as UTC throughout the replay.
-        timezone="UTC",
-        extra_level=policy.quantile,
-    )
+    # The trace's timestamps are its local wall clock, read as UTC throughout the replay.
+    settings = dataclasses.replace(planning.forecast_settings(slo, policy), timezone="UTC")
     return policy, settings
 
 
@@ -212,7 +205,3 @@ def scored_intervals(trace: trace_.Trace, warmup_days: float) -> int:
 
 def local_time(epoch: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).replace(tzinfo=None)
-
-
-def policy_names(result: Result) -> Sequence[str]:
-    return list(result.runs)

@@ -52,10 +52,6 @@ _HUBER_K = 2.5
 _RIDGE = 1e-3
 
 
-class ModelName(str):
-    """Names used in status and reports."""
-
-
 HARMONIC = "harmonic"
 SEASONAL_NAIVE = "seasonal-naive"
 HOLT_WINTERS = "holt-winters"

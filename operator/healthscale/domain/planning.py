@@ -94,6 +94,20 @@ class Policy:
         return int(math.ceil(round(demand * (1.0 + headroom) / self.per_replica, 9)))
 
 
+def forecast_settings(spec: clinicalslo.ClinicalSLOSpec, policy: Policy) -> forecasting.Settings:
+    """How to forecast for ``policy``: at its cycle's step, far enough ahead for its lookahead,
+    and carrying its quantile."""
+    step = policy.cycle_seconds
+    return forecasting.Settings(
+        history=int(spec.forecast.history.total_seconds()),
+        step=step,
+        horizon=max(int(spec.forecast.horizon.total_seconds()), step, policy.lookahead),
+        model=str(spec.forecast.model),
+        timezone=spec.forecast.timezone,
+        extra_level=policy.quantile,
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Inputs:
     """What the planner knows at ``now``."""

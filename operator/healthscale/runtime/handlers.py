@@ -112,8 +112,8 @@ def _selecting(slo: clinicalslo.ClinicalSLO, index: kopf.Index[str, dict[str, An
 @kopf.on.update(GROUP, VERSION, "clinicalslos", field="spec")
 def spec_changed(body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     """Validate now and plan at the next tick instead of waiting for the step."""
-    slo = _parse_slo(body)
-    _runtime(memo).due.add((slo.metadata.namespace, name))
+    _parse_slo(body)
+    _runtime(memo).due.add((namespace or "", name))
 
 
 @kopf.timer(GROUP, VERSION, "clinicalslos", interval=TICK_SECONDS, initial_delay=1.0)
@@ -122,15 +122,17 @@ def tick(body: kopf.Body, status: kopf.Status, namespace: str | None, name: str,
     # Kopf passes each index as a keyword named after its function.
     index: kopf.Index[str, dict[str, Any]] = kwargs["schedules_by_namespace"]
     runtime = _runtime(memo)
-    slo = _parse_slo(body)
-    key = (slo.metadata.namespace, name)
+    key = (namespace or "", name)
     memory = runtime.memories.setdefault(key, cycle.Memory())
     now = int(time.time())
-    step = int(slo.spec.forecast.step.total_seconds())
-    # Due within half a tick counts as due, so that cycles keep the step's cadence, not step + tick.
-    if key not in runtime.due and memory.last_cycle is not None and now - memory.last_cycle < step - TICK_SECONDS / 2:
+    # Most ticks are not due: decide that from the last cycle's step before parsing the spec (a
+    # changed spec is marked due by spec_changed). Due within half a tick counts as due, so that
+    # cycles keep the step's cadence, not step + tick.
+    if (key not in runtime.due and memory.last_cycle is not None and memory.history is not None
+            and now - memory.last_cycle < memory.history.step - TICK_SECONDS / 2):
         return
     runtime.due.discard(key)
+    slo = _parse_slo(body)
     schedules = _selecting(slo, index, logger)
     started = time.perf_counter()
     try:

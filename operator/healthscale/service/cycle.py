@@ -80,18 +80,6 @@ def condition(previous: Sequence[Mapping[str, Any]], type_: str, ok: bool | None
     }
 
 
-def forecast_settings(spec: clinicalslo.ClinicalSLOSpec, policy: planning.Policy) -> forecasting.Settings:
-    step = int(spec.forecast.step.total_seconds())
-    return forecasting.Settings(
-        history=int(spec.forecast.history.total_seconds()),
-        step=step,
-        horizon=max(int(spec.forecast.horizon.total_seconds()), step, policy.lookahead),
-        model=str(spec.forecast.model),
-        timezone=spec.forecast.timezone,
-        extra_level=policy.quantile,
-    )
-
-
 def surge_windows(schedules: Sequence[surgeschedule.SurgeSchedule], now: int, reach: int) -> list[calendar.Window]:
     """Every window of the selecting schedules that overlaps ``[now - 1d, now + reach + 1d)``."""
     found: list[calendar.Window] = []
@@ -152,7 +140,7 @@ def run(resource: clinicalslo.ClinicalSLO, schedules: Sequence[surgeschedule.Sur
     namespace = resource.metadata.namespace or "default"
     generation = resource.metadata.generation
     policy = planning.Policy.of(spec)
-    settings = forecast_settings(spec, policy)
+    settings = planning.forecast_settings(spec, policy)
     previous_conditions = list(previous_status.get("conditions") or [])
     events: list[Event] = []
     conditions: list[dict[str, Any]] = []

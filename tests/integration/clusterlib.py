@@ -1,0 +1,90 @@
+"""Helpers the integration tests share: waiting, the Kubernetes objects they create, cleanup.
+
+Imported by name from the test modules (pytest puts this folder on sys.path), like tests/chart's
+chartlib. The `devcluster` and `api` fixtures live in conftest.py.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from kubernetes import client as k8s_client
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+GROUP, VERSION = "healthscale.io", "v1alpha1"
+ED_DEMAND = 'sum(healthscale_demo_requests_per_second{journey="ed-arrivals"})'
+T = TypeVar("T")
+
+
+class DevCluster(Protocol):  # what the tests use of conftest.DevCluster
+    kubeconfig: Path
+    prometheus_url: str
+
+    def api_client(self) -> k8s_client.ApiClient: ...
+
+    def kubectl(self, *args: str) -> str: ...
+
+
+def wait_until(what: str, probe: Callable[[], T | None], timeout: float = 180.0, pause: float = 1.0) -> T:
+    """Poll ``probe`` until it returns something truthy; fail naming ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(pause)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def deployment(api: k8s_client.ApiClient, namespace: str, name: str, replicas: int) -> None:
+    """A Deployment of pause containers (KWOK reports them Ready) labelled app=<name>."""
+    labels = {"app": name}
+    container = k8s_client.V1Container(name="app", image="registry.k8s.io/pause:3.10",
+                                       resources=k8s_client.V1ResourceRequirements(requests={"cpu": "100m"}))
+    k8s_client.AppsV1Api(api).create_namespaced_deployment(namespace, k8s_client.V1Deployment(
+        metadata=k8s_client.V1ObjectMeta(name=name),
+        spec=k8s_client.V1DeploymentSpec(
+            replicas=replicas, selector=k8s_client.V1LabelSelector(match_labels=labels),
+            template=k8s_client.V1PodTemplateSpec(metadata=k8s_client.V1ObjectMeta(labels=labels),
+                                                  spec=k8s_client.V1PodSpec(containers=[container])),
+        ),
+    ))
+
+
+def replicas(api: k8s_client.ApiClient, namespace: str, name: str = "ehr-api") -> int:
+    return int(k8s_client.AppsV1Api(api).read_namespaced_deployment(name, namespace).spec.replicas)
+
+
+def release_and_delete(api: k8s_client.ApiClient, namespace: str, grace: float = 30.0) -> None:
+    """Delete healthscale's objects first, then the namespace.
+
+    Kopf stops serving a namespace once it is Terminating, so a ClinicalSLO left for the namespace
+    deletion would keep its finalizer (and the namespace) forever. Objects an operator has not
+    released within ``grace`` seconds (it may be stopped already) lose their finalizers by hand.
+    """
+    custom = k8s_client.CustomObjectsApi(api)
+    plurals = ("clinicalslos", "surgeschedules")
+
+    def left() -> list[tuple[str, str]]:
+        return [(plural, item["metadata"]["name"]) for plural in plurals
+                for item in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)["items"]]
+
+    for plural, name in left():
+        custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+    deadline = time.monotonic() + grace
+    while left() and time.monotonic() < deadline:
+        time.sleep(1)
+    for plural, name in left():
+        custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, plural, name, {"metadata": {"finalizers": None}})
+    k8s_client.CoreV1Api(api).delete_namespace(namespace)
+
+
+def status_of(api: k8s_client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    """A ClinicalSLO's status ({} before the first cycle)."""
+    found = k8s_client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, "clinicalslos", name)
+    status: dict[str, Any] = found.get("status") or {}
+    return status
