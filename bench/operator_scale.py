@@ -4,8 +4,9 @@ Creates N Deployments (0 replicas, so no pods) and N ClinicalSLOs in Preview mod
 step, each with its own demand query on the backfilled ED-arrivals series, then measures:
 
 - the time from operator start until every ClinicalSLO has a plan in status;
-- the steady state: the share of ClinicalSLOs re-planned within each minute, and the cycle time
-  per ClinicalSLO (the operator's own healthscale_cycle_seconds histogram);
+- the steady state: the share of ClinicalSLOs re-planned within each minute, how late cycles ran
+  against their due time (the operator's healthscale_cycle_delay_seconds histogram), and the
+  cycle time per ClinicalSLO (its healthscale_cycle_seconds histogram);
 - the operator's peak resident memory (VmHWM from /proc).
 
 Needs the local stack (`make cluster`). Cleans up its namespace afterwards.
@@ -92,12 +93,17 @@ def _statuses(api: k8s_client.ApiClient) -> list[dict[str, Any]]:
     return [item.get("status") or {} for item in listed["items"]]
 
 
-def _cycle_histogram(port: int) -> tuple[float, float]:
+def _metrics(port: int) -> dict[str, float]:
+    """The operator's cycle-time and cycle-delay histograms (cumulative since it started)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
         text = reply.read().decode()
-    total = float(re.search(r"^healthscale_cycle_seconds_sum (\S+)", text, re.M).group(1))  # type: ignore[union-attr]
-    count = float(re.search(r"^healthscale_cycle_seconds_count (\S+)", text, re.M).group(1))  # type: ignore[union-attr]
-    return total, count
+    found = {}
+    for name in ("healthscale_cycle_seconds_sum", "healthscale_cycle_seconds_count",
+                 "healthscale_cycle_delay_seconds_count", 'healthscale_cycle_delay_seconds_bucket{le="1.0"}',
+                 'healthscale_cycle_delay_seconds_bucket{le="5.0"}'):
+        match = re.search(rf"^{re.escape(name)} (\S+)", text, re.M)
+        found[name] = float(match.group(1)) if match else 0.0
+    return found
 
 
 def _release(api: k8s_client.ApiClient) -> None:
@@ -142,7 +148,7 @@ def run(count: int, steady_minutes: float) -> dict[str, float]:
             time.sleep(2)
         all_planned = time.perf_counter() - launched
         print(f"all {count} planned {all_planned:.0f}s after the operator started", flush=True)
-        sum_before, count_before = _cycle_histogram(port)
+        before = _metrics(port)
         shares = []
         for _ in range(int(steady_minutes)):
             window_start = time.time()
@@ -153,13 +159,20 @@ def run(count: int, steady_minutes: float) -> dict[str, float]:
                     status["lastCycleTime"], "%Y-%m-%dT%H:%M:%SZ")) >= window_start - 1)
             shares.append(fresh / count)
             print(f"re-planned in the last minute: {fresh}/{count}", flush=True)
-        sum_after, count_after = _cycle_histogram(port)
+        after = _metrics(port)
+        delta = {name: after[name] - before[name] for name in after}
+        cycles = delta["healthscale_cycle_seconds_count"]
+        delayed = max(1.0, delta["healthscale_cycle_delay_seconds_count"])
         return {
             "slos": count,
             "seconds_until_all_planned": all_planned,
             "min_share_replanned_per_minute": min(shares) if shares else float("nan"),
-            "mean_cycle_seconds": (sum_after - sum_before) / max(1.0, count_after - count_before),
-            "cycles_per_minute": (count_after - count_before) / max(1e-9, steady_minutes),
+            # Of the steady cycles, the share that ran within 1 s (5 s) of their due time, last
+            # cycle + step (the operator's healthscale_cycle_delay_seconds histogram).
+            "share_on_time_1s": delta['healthscale_cycle_delay_seconds_bucket{le="1.0"}'] / delayed,
+            "share_on_time_5s": delta['healthscale_cycle_delay_seconds_bucket{le="5.0"}'] / delayed,
+            "mean_cycle_seconds": delta["healthscale_cycle_seconds_sum"] / max(1.0, cycles),
+            "cycles_per_minute": cycles / max(1e-9, steady_minutes),
             "peak_rss_mib": _rss_mib(operator.pid),
             "steady_rss_mib": _rss_mib(operator.pid, "VmRSS"),
         }

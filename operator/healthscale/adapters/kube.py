@@ -8,6 +8,7 @@ The only module (besides Kopf itself) that talks to the API server. Writes use t
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 from typing import Any
@@ -71,6 +72,24 @@ def _error(error: kubernetes.client.ApiException, doing: str) -> Exception:
     return ApiError(f"{doing}: HTTP {error.status} {error.reason}", retryable)
 
 
+def read_workload(apps: kubernetes.client.AppsV1Api, namespace: str, kind: str, name: str) -> dict[str, Any]:
+    """A Deployment or StatefulSet as the API's JSON (camelCase dicts).
+
+    Read raw rather than as client models: building the models costs more CPU than the request
+    itself, and every ClinicalSLO reads its target each cycle.
+    """
+    response: Any  # urllib3's response: the body is parsed here, not by the client's models
+    try:
+        if kind == "StatefulSet":
+            response = apps.read_namespaced_stateful_set(name, namespace, _preload_content=False)
+        else:
+            response = apps.read_namespaced_deployment(name, namespace, _preload_content=False)
+    except kubernetes.client.ApiException as error:
+        raise _error(error, f"read {kind} {namespace}/{name}") from error
+    workload: dict[str, Any] = json.loads(response.data)
+    return workload
+
+
 class Workloads:
     """Deployments and StatefulSets, their HPAs and pods, in any namespace."""
 
@@ -85,19 +104,14 @@ class Workloads:
         self._hpas_lock = threading.Lock()
 
     def read(self, namespace: str, kind: str, name: str) -> Target:
-        try:
-            if kind == "StatefulSet":
-                workload: Any = self._apps.read_namespaced_stateful_set(name, namespace)
-            else:
-                workload = self._apps.read_namespaced_deployment(name, namespace)
-        except kubernetes.client.ApiException as error:
-            raise _error(error, f"read {kind} {namespace}/{name}") from error
-        selector = ",".join(f"{key}={value}" for key, value in sorted((workload.spec.selector.match_labels or {}).items()))
+        workload = read_workload(self._apps, namespace, kind, name)
+        spec, status = workload.get("spec") or {}, workload.get("status") or {}
+        labels = (spec.get("selector") or {}).get("matchLabels") or {}
         return Target(
             kind=kind, name=name,
-            replicas=int(workload.spec.replicas if workload.spec.replicas is not None else 1),
-            ready_replicas=int(workload.status.ready_replicas or 0),
-            selector=selector,
+            replicas=int(spec["replicas"] if spec.get("replicas") is not None else 1),
+            ready_replicas=int(status.get("readyReplicas") or 0),
+            selector=",".join(f"{key}={value}" for key, value in sorted(labels.items())),
             hpa=self._hpa_for(namespace, kind, name),
         )
 

@@ -94,14 +94,7 @@ class Placement:
         return self._client.sanitize_for_serialization(model)  # type: ignore[no-untyped-call]
 
     def read_template(self, namespace: str, kind: str, name: str) -> Template:
-        try:
-            if kind == "StatefulSet":
-                workload: Any = self._apps.read_namespaced_stateful_set(name, namespace)
-            else:
-                workload = self._apps.read_namespaced_deployment(name, namespace)
-        except kubernetes.client.ApiException as error:
-            raise kube._error(error, f"read {kind} {namespace}/{name}") from error
-        raw = self._plain(workload)
+        raw = kube.read_workload(self._apps, namespace, kind, name)
         spec = (raw.get("spec") or {}).get("template", {}).get("spec") or {}
         annotations = (raw.get("metadata") or {}).get("annotations") or {}
         return Template(

@@ -15,6 +15,7 @@ import math
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import prometheus_api_client
 import requests
 from prometheus_api_client import exceptions as prometheus_exceptions
@@ -83,13 +84,29 @@ class Client:
         return None if math.isnan(value) else value
 
 
+STORED_DTYPE = np.float32
+"""Kept history is single precision: half the memory (80 KiB for 14 days at 1 minute instead of
+160 KiB, per ClinicalSLO) for 7 significant digits, far finer than any demand signal."""
+
+
 @dataclasses.dataclass
 class HistoryCache:
-    """One ClinicalSLO's demand history, kept between cycles."""
+    """One ClinicalSLO's demand history, kept between cycles (compactly, see ``STORED_DTYPE``)."""
 
     query: str
     step: int
-    history: series.Series | None = None
+    start: int = 0
+    values: npt.NDArray[np.float32] = dataclasses.field(default_factory=lambda: np.empty(0, STORED_DTYPE))
+
+    @property
+    def history(self) -> series.Series | None:
+        """The kept history in double precision, or None before the first read."""
+        if not self.values.size:
+            return None
+        return series.Series(self.start, self.step, self.values.astype(np.float64))
+
+    def keep(self, history: series.Series) -> None:
+        self.start, self.values = history.start, history.values.astype(STORED_DTYPE)
 
 
 def read_history(client: Client, cache: HistoryCache, now: int, history_seconds: int) -> series.Series:
@@ -119,19 +136,23 @@ def read_history(client: Client, cache: HistoryCache, now: int, history_seconds:
             times.append(series_times)
             values.append(series_values)
     fresh = series.from_samples(np.concatenate(times) if times else [], np.concatenate(values) if values else [], step)
-    merged = _merge(kept, fresh, begin, end, step)
-    cache.history = merged
-    return merged
+    cache.keep(_merge(kept, fresh, begin, end, step))
+    # What is returned is what is kept, so a first read and later incremental ones agree exactly.
+    return series.Series(cache.start, step, cache.values.astype(np.float64))
 
 
 def _merge(kept: series.Series | None, fresh: series.Series, begin: int, end: int, step: int) -> series.Series:
-    """``kept`` updated by ``fresh`` on the grid ``[begin, end]`` (fresh samples win)."""
+    """``kept`` updated by ``fresh`` on the grid ``[begin, end]`` (fresh samples win, NaN never does)."""
     count = (end - begin) // step + 1
     values = np.full(count, np.nan)
-    for source in (kept, fresh):
-        if source is None or not len(source):
-            continue
-        offsets = (source.start + np.arange(len(source)) * source.step - begin) // step
-        inside = (offsets >= 0) & (offsets < count) & ~np.isnan(source.values)
-        values[offsets[inside]] = source.values[inside]
+    if kept is not None and len(kept):
+        # Kept history is on the same grid: a slice copy, not per-sample indexing (it is every cycle).
+        offset = (kept.start - begin) // step
+        first, last = max(0, offset), min(count, offset + len(kept))
+        if first < last:
+            values[first:last] = kept.values[first - offset:last - offset]
+    if len(fresh):
+        offsets = (fresh.start + np.arange(len(fresh)) * fresh.step - begin) // step
+        inside = (offsets >= 0) & (offsets < count) & ~np.isnan(fresh.values)
+        values[offsets[inside]] = fresh.values[inside]
     return series.Series(begin, step, values)

@@ -34,6 +34,11 @@ SCALE_ACTIONS = prometheus_client.Counter(
 CYCLE_SECONDS = prometheus_client.Histogram(
     "healthscale_cycle_seconds", "Time to observe, forecast, plan and apply one ClinicalSLO",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+CYCLE_DELAY = prometheus_client.Histogram(
+    "healthscale_cycle_delay_seconds",
+    "How long after its due time (last cycle + forecast.step) a ClinicalSLO was re-planned; "
+    "a growing tail means the operator is not keeping up",
+    buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600))
 
 
 def record(namespace: str, name: str, result: cycle.Result) -> None:

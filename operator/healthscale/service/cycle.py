@@ -9,10 +9,12 @@ It returns everything the Kopf handler needs to write: the status, the Events an
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,6 +26,11 @@ ANOMALY_INTERVALS = 3
 """Demand above the forecast band for this many cycles in a row is an anomaly, not noise."""
 
 log = logging.getLogger(__name__)
+
+FITS = threading.BoundedSemaphore(2)
+"""Cycles that read a whole history or refit at once. Each holds tens of MiB of temporaries
+(14 days at 1 minute is a 20,160-row design matrix) and is CPU-bound, so after a restart a
+thousand first cycles take turns instead of all holding their buffers on two cores."""
 
 
 @dataclasses.dataclass
@@ -153,12 +160,14 @@ def run(resource: clinicalslo.ClinicalSLO, schedules: Sequence[surgeschedule.Sur
         memory.forecast_state = None
     outcome: forecasting.Outcome
     current_demand: float | None = None
+    heavy = not memory.history.values.size or forecasting.needs_refit(memory.forecast_state, settings, now)
     try:
-        history = prometheus.read_history(clients.prometheus, memory.history, now, settings.history)
+        with FITS if heavy else contextlib.nullcontext():
+            history = prometheus.read_history(clients.prometheus, memory.history, now, settings.history)
+            outcome, memory.forecast_state = forecasting.forecast(history, now, settings, memory.forecast_state)
         last = history.last_observed()
         if last is not None and now - last[0] <= max(2 * settings.step, 600):
             current_demand = last[1]
-        outcome, memory.forecast_state = forecasting.forecast(history, now, settings, memory.forecast_state)
         if history.observed_count() == 0:
             conditions.append(condition(previous_conditions, "MetricsAvailable", False, "EmptyResult",
                                         "the demand query returned no samples", generation, now))
