@@ -69,8 +69,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.INFO
     settings.execution.max_workers = 8
     # Bounded concurrency: with a thousand ClinicalSLOs Kopf would otherwise process (and open an
-    # API connection for) every object at once after a restart; each TLS connection costs a
-    # 256 KiB buffer, and that burst alone used to double the operator's peak memory.
+    # API connection for) every object at once after a restart; each TLS connection holds a read
+    # buffer of up to 256 KiB, and that burst alone used to double the operator's peak memory.
     settings.queueing.worker_limit = QUEUE_WORKERS
     settings.queueing.idle_timeout = 1.0  # a worker holds its slot while idle
     settings.posting.worker_limit = EVENT_POSTERS

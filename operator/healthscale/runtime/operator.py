@@ -34,12 +34,13 @@ class Options:
     residency: residency.Config = residency.Config()
 
 
-def _limit_malloc_arenas() -> None:
-    """Keep freed forecast buffers from staying in the process (glibc only; elsewhere a no-op).
+def _tune_malloc() -> None:
+    """Keep freed forecast buffers and API-response pages from staying in the process.
 
-    Two arenas instead of eight per core for the worker threads, and a fixed 1 MiB mmap threshold:
-    glibc otherwise raises the threshold after the first large free, so later multi-MiB numpy
-    arrays (a fit's design matrix) come from the heap and are never given back.
+    glibc only; elsewhere a no-op. Two arenas instead of eight per core for the worker threads; a
+    fixed 1 MiB mmap threshold (glibc otherwise raises it after the first large free, so later
+    multi-MiB numpy arrays, a fit's design matrix, come from the heap and are never given back);
+    and a thread that trims the heap every ``TRIM_SECONDS``.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -80,7 +81,7 @@ def run(options: Options) -> int:
         options.dry_run,
     )
     residency_runtime = residency.make_runtime(options.residency)  # registers the webhook when a port is set
-    _limit_malloc_arenas()
+    _tune_malloc()
     if options.metrics_port:
         prometheus_client.start_http_server(options.metrics_port)
     kopf.run(
