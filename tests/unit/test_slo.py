@@ -228,3 +228,22 @@ def test_the_report_carries_the_budget_remaining(slo_window: slo.Counts | None, 
         assert report.budget_remaining is None
     else:
         assert report.budget_remaining == pytest.approx(remaining)
+
+
+# --- How long a window's average is reused ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("window", "step", "reused_for"),
+    [
+        pytest.param(5 * MINUTE, MINUTE, MINUTE, id="a 5m window is read every 1m cycle"),
+        pytest.param(HOUR, MINUTE, MINUTE, id="a 1h window is read every 1m cycle, so the fast pairs stay current"),
+        pytest.param(6 * HOUR, MINUTE, 6 * MINUTE, id="a 6h window is reused for 6 minutes (1/60 of it)"),
+        pytest.param(72 * HOUR, MINUTE, 15 * MINUTE, id="a 3d window is reused for at most 15 minutes"),
+        pytest.param(28 * 24 * HOUR, MINUTE, 15 * MINUTE, id="the 28d budget window is reused for at most 15 minutes"),
+        pytest.param(HOUR, 5 * MINUTE, 5 * MINUTE, id="nothing is reused for less than the cycle's step"),
+        pytest.param(28 * 24 * HOUR, HOUR, HOUR, id="a step longer than the cap reads every cycle"),
+    ],
+)
+def test_reuse_seconds(window: int, step: int, reused_for: int) -> None:
+    assert slo.reuse_seconds(window, step) == reused_for

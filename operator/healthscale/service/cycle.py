@@ -43,6 +43,8 @@ class Memory:
     last_forecast: forecasting.Forecast | None = None
     above_band: int = 0
     last_cycle: int | None = None
+    burn_values: dict[str, tuple[int, float | None]] = dataclasses.field(default_factory=dict)
+    """SLO-window averages by PromQL: when read and the value, reused per ``slo.reuse_seconds``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,22 +111,40 @@ def next_surge(schedules: Sequence[surgeschedule.SurgeSchedule], now: int) -> st
     return f"{first.surge} {state} {first.start.strftime('%Y-%m-%dT%H:%MZ')}"
 
 
-def _burn(client: prometheus.Client, spec: clinicalslo.ClinicalSLOSpec) -> slo.Report | None:
-    """Burn rates from the errors and total indicators (rates), averaged over each window."""
+def burn_report(client: prometheus.Client, spec: clinicalslo.ClinicalSLOSpec, memory: Memory, now: int,
+          step: int) -> slo.Report | None:
+    """Burn rates from the errors and total indicators (rates), averaged over each window.
+
+    Long windows' averages are reused for a while (``slo.reuse_seconds``): without that, every
+    ClinicalSLO would send Prometheus 16 subqueries a cycle, two of them over the whole SLO window.
+    """
     errors, total = spec.indicators.errors, spec.indicators.total
     if errors is None or total is None:
+        memory.burn_values = {}
         return None
+    kept, used = memory.burn_values, {}
+
+    def average(indicator: str, seconds: int, resolution: str) -> float | None:
+        query = f"avg_over_time(({indicator})[{seconds}s:{resolution}])"
+        earlier = kept.get(query)
+        if earlier is not None and now - earlier[0] < slo.reuse_seconds(seconds, step):
+            used[query] = earlier
+        else:
+            used[query] = (now, client.scalar(query))
+        return used[query][1]
+
     counts: dict[int, slo.Counts] = {}
     for seconds in slo.WINDOW_SECONDS:
-        bad = client.scalar(f"avg_over_time(({errors})[{seconds}s:1m])")
-        all_ = client.scalar(f"avg_over_time(({total})[{seconds}s:1m])")
+        bad = average(errors, seconds, "1m")
+        all_ = average(total, seconds, "1m")
         if all_ is None:
             continue
         bad = bad or 0.0
         counts[seconds] = slo.Counts(good=max(0.0, all_ - bad) * seconds, total=all_ * seconds)
     window_seconds = int(spec.objectives.window.total_seconds())
-    bad = client.scalar(f"avg_over_time(({errors})[{window_seconds}s:5m])")
-    all_ = client.scalar(f"avg_over_time(({total})[{window_seconds}s:5m])")
+    bad = average(errors, window_seconds, "5m")
+    all_ = average(total, window_seconds, "5m")
+    memory.burn_values = used  # only this spec's queries: an edited indicator leaves nothing behind
     whole = slo.Counts(max(0.0, (all_ or 0.0) - (bad or 0.0)), all_) if all_ is not None else None
     return slo.evaluate(spec.objectives.availability, counts, whole)
 
@@ -204,7 +224,7 @@ def run(resource: clinicalslo.ClinicalSLO, schedules: Sequence[surgeschedule.Sur
 
     burn: slo.Report | None = None
     try:
-        burn = _burn(clients.prometheus, spec)
+        burn = burn_report(clients.prometheus, spec, memory, now, settings.step)
     except prometheus.MetricsUnavailable as error:
         log.warning("burn rates unavailable: %s", error)
 
