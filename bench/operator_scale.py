@@ -58,7 +58,16 @@ def _rss_mib(pid: int, field: str = "VmHWM") -> float:
     return int(match.group(1)) / 1024 if match else float("nan")
 
 
-def _populate(api: k8s_client.ApiClient, count: int) -> None:
+def _indicators(index: int, burn: bool) -> dict[str, str]:
+    demand = f'sum(healthscale_demo_requests_per_second{{journey="ed-arrivals"}}) * {1 + index / 1000:g}'
+    if not burn:
+        return {"demand": demand}
+    # Error and total rates over the same real series (0.05% to 0.5% errors), so Prometheus
+    # evaluates real subqueries: 16 per ClinicalSLO on its first cycle, then the reused long windows.
+    return {"demand": demand, "total": demand, "errors": f"{demand} * {0.0005 * (1 + index % 10):g}"}
+
+
+def _populate(api: k8s_client.ApiClient, count: int, burn: bool = False) -> None:
     core, apps, custom = k8s_client.CoreV1Api(api), k8s_client.AppsV1Api(api), k8s_client.CustomObjectsApi(api)
     core.create_namespace(k8s_client.V1Namespace(metadata=k8s_client.V1ObjectMeta(name=NAMESPACE)))
     for index in range(count):
@@ -80,7 +89,7 @@ def _populate(api: k8s_client.ApiClient, count: int) -> None:
                 "journey": f"benchmark journey {index}", "mode": "Preview",
                 "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
                 # A distinct query per object, as real journeys have.
-                "indicators": {"demand": f'sum(healthscale_demo_requests_per_second{{journey="ed-arrivals"}}) * {1 + index / 1000:g}'},
+                "indicators": _indicators(index, burn),
                 "capacity": {"perReplica": 1 + index % 7, "minReplicas": 1, "maxReplicas": 50, "startupSeconds": 60},
                 "forecast": {"history": "14d", "step": "1m", "horizon": "1h"},
             },
@@ -119,7 +128,7 @@ def _release(api: k8s_client.ApiClient) -> None:
                                                   item["metadata"]["name"], {"metadata": {"finalizers": None}})
 
 
-def run(count: int, steady_minutes: float) -> dict[str, float]:
+def run(count: int, steady_minutes: float, burn: bool = False) -> dict[str, float]:
     environment = _env()
     api = k8s_config.new_client_from_config(config_file=environment["KUBECONFIG"])
     _release(api)
@@ -128,7 +137,7 @@ def run(count: int, steady_minutes: float) -> dict[str, float]:
     subprocess.run([str(STATE / "bin" / "kubectl"), "apply", "--server-side", "-f", str(ROOT / "crds")],
                    env=environment, check=True, capture_output=True)
     started = time.perf_counter()
-    _populate(api, count)
+    _populate(api, count, burn)
     print(f"created {count} Deployments and ClinicalSLOs in {time.perf_counter() - started:.0f}s", flush=True)
     port = _free_port()
     log = STATE / "logs" / "bench-operator.log"
@@ -190,11 +199,13 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--steady-minutes", type=float, default=3)
     parser.add_argument("--json", type=pathlib.Path)
+    parser.add_argument("--burn-indicators", action="store_true",
+                        help="give every ClinicalSLO errors and total indicators, so each cycle also reads burn rates")
     arguments = parser.parse_args()
     if not (STATE / "env").exists():
         print("error: the local stack is not up; run `make cluster` first", file=sys.stderr)
         return 2
-    figures = run(arguments.count, arguments.steady_minutes)
+    figures = run(arguments.count, arguments.steady_minutes, arguments.burn_indicators)
     for key, value in figures.items():
         print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
     if arguments.json:

@@ -70,8 +70,10 @@ def test_long_windows_are_reused_and_short_ones_read_every_cycle(devcluster: Dev
 
     client.queries.clear()
     next_cycle = cycle.burn_report(client, spec, memory, now + MINUTE, MINUTE)
-    assert _windows(client.queries) == {window for window in every_window if slo.reuse_seconds(window, MINUTE) <= MINUTE}
-    assert _windows(client.queries) == {5 * MINUTE, 30 * MINUTE, 60 * MINUTE}
+    # The fast pairs' windows are read again; the long ones are reused (2h may go either way:
+    # its per-query spread can bring its reuse down to the step).
+    assert {5 * MINUTE, 30 * MINUTE, 60 * MINUTE} <= _windows(client.queries)
+    assert not _windows(client.queries) & {6 * 3600, 86400, 3 * 86400, budget_window}
     assert next_cycle == first
 
     client.queries.clear()

@@ -247,3 +247,16 @@ def test_the_report_carries_the_budget_remaining(slo_window: slo.Counts | None, 
 )
 def test_reuse_seconds(window: int, step: int, reused_for: int) -> None:
     assert slo.reuse_seconds(window, step) == reused_for
+
+
+@pytest.mark.parametrize(
+    ("window", "spread", "reused_for"),
+    [
+        pytest.param(6 * HOUR, 0.5, 270, id="a spread of one half shortens 6 minutes of reuse by a quarter"),
+        pytest.param(28 * 24 * HOUR, 0.999, 450, id="the largest spread halves the 15 minutes at most"),
+        pytest.param(2 * HOUR, 0.999, MINUTE, id="a spread never takes the reuse below the step"),
+    ],
+)
+def test_a_spread_staggers_rereads_without_extending_them(window: int, spread: float, reused_for: int) -> None:
+    assert slo.reuse_seconds(window, MINUTE, spread) == reused_for
+    assert slo.reuse_seconds(window, MINUTE, spread) <= slo.reuse_seconds(window, MINUTE)

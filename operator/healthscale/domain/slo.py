@@ -43,16 +43,17 @@ MAX_REUSE_SECONDS = 15 * 60
 """The longest any window's average is reused before it is read again (the budget window's)."""
 
 
-def reuse_seconds(window_seconds: int, step_seconds: int) -> int:
+def reuse_seconds(window_seconds: int, step_seconds: int, spread: float = 0.0) -> int:
     """How long an average over ``window_seconds`` may be reused instead of queried again.
 
     In that time the window slides by 1/60 of its span, so its average can move by no more than
     about 1.7% of the full range: a 5m or 1h window is read every cycle, 6h every 6 minutes, 3d and
     the budget window every 15 minutes (never longer than ``MAX_REUSE_SECONDS``, never shorter than
     the cycle's step). The fast-burn pairs (1h/5m, 6h/30m) stay current, and Prometheus is spared
-    most of the 3-day and 28-day subqueries.
+    most of the 3-day and 28-day subqueries. ``spread`` in [0, 1) shortens the reuse by up to half,
+    so that ClinicalSLOs started together do not all re-read their long windows in the same minute.
     """
-    return max(step_seconds, min(window_seconds // 60, MAX_REUSE_SECONDS))
+    return max(step_seconds, int(min(window_seconds // 60, MAX_REUSE_SECONDS) * (1.0 - spread / 2)))
 
 
 def _label(seconds: int) -> str:

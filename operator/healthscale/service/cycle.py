@@ -15,6 +15,7 @@ import datetime as dt
 import logging
 import math
 import threading
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -127,7 +128,9 @@ def burn_report(client: prometheus.Client, spec: clinicalslo.ClinicalSLOSpec, me
     def average(indicator: str, seconds: int, resolution: str) -> float | None:
         query = f"avg_over_time(({indicator})[{seconds}s:{resolution}])"
         earlier = kept.get(query)
-        if earlier is not None and now - earlier[0] < slo.reuse_seconds(seconds, step):
+        # A fixed spread per query (from its text) staggers re-reads across ClinicalSLOs.
+        spread = zlib.crc32(query.encode()) / 2**32
+        if earlier is not None and now - earlier[0] < slo.reuse_seconds(seconds, step, spread):
             used[query] = earlier
         else:
             used[query] = (now, client.scalar(query))
