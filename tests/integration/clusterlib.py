@@ -6,12 +6,15 @@ chartlib. The `devcluster` and `api` fixtures live in conftest.py.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from kubernetes import client as k8s_client
+
+from healthscale.adapters import prometheus
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GROUP, VERSION = "healthscale.io", "v1alpha1"
@@ -88,3 +91,46 @@ def status_of(api: k8s_client.ApiClient, namespace: str, name: str) -> dict[str,
     found = k8s_client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, "clinicalslos", name)
     status: dict[str, Any] = found.get("status") or {}
     return status
+
+
+class RecordingPrometheus(prometheus.Client):
+    """The real Prometheus client, recording what it asks: points per query_range, instant queries."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.points_asked: list[int] = []
+        self.queries: list[str] = []
+
+    def range(self, query: str, start: int, end: int, step: int) -> list[tuple[Any, Any]]:
+        self.points_asked.append((end - start) // step + 1)
+        return super().range(query, start, end, step)
+
+    def instant(self, query: str) -> list[tuple[dict[str, str], float]]:
+        self.queries.append(query)
+        return super().instant(query)
+
+
+def stop_process(process: subprocess.Popen[bytes], log: Path | None = None) -> None:
+    """Terminate (then kill) a started operator; print its log's tail if it did not exit cleanly."""
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    if log is not None and process.returncode not in (0, -15):
+        print(log.read_text()[-4000:])
+
+
+def active_surge_schedule(namespace: str, name: str, surge: str, floor: int) -> dict[str, Any]:
+    """A SurgeSchedule selecting the emergency journey group, with ``surge`` in effect from an hour
+    ago for three more hours at ``floor`` replicas."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "SurgeSchedule",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"timezone": "UTC", "selector": {"matchLabels": {"healthscale.io/journey-group": "emergency"}},
+                 "surges": [{"name": surge,
+                             "start": time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() - 3600)),
+                             "end": time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() + 3 * 3600)),
+                             "minReplicas": floor}]},
+    }

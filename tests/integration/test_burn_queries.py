@@ -7,11 +7,10 @@ Prometheus 16,000 subqueries a minute, 2,000 of them over the whole 28-day SLO w
 from __future__ import annotations
 
 import time
-from typing import Protocol
 
 import pytest
 
-from healthscale.adapters import prometheus
+from clusterlib import DevCluster, RecordingPrometheus
 from healthscale.api import clinicalslo, manifests
 from healthscale.domain import slo
 from healthscale.service import cycle
@@ -19,22 +18,6 @@ from healthscale.service import cycle
 pytestmark = pytest.mark.integration
 
 MINUTE = 60
-
-
-class DevCluster(Protocol):  # what these tests use of conftest.DevCluster
-    prometheus_url: str
-
-
-class RecordingClient(prometheus.Client):
-    """The real client, recording every instant query it sends."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__(url)
-        self.queries: list[str] = []
-
-    def instant(self, query: str) -> list[tuple[dict[str, str], float]]:
-        self.queries.append(query)
-        return super().instant(query)
 
 
 def _spec() -> clinicalslo.ClinicalSLOSpec:
@@ -57,7 +40,7 @@ def _windows(queries: list[str]) -> set[int]:
 
 
 def test_long_windows_are_reused_and_short_ones_read_every_cycle(devcluster: DevCluster) -> None:
-    client, spec, memory, now = RecordingClient(devcluster.prometheus_url), _spec(), cycle.Memory(), int(time.time())
+    client, spec, memory, now = RecordingPrometheus(devcluster.prometheus_url), _spec(), cycle.Memory(), int(time.time())
     budget_window = 28 * 86400
     every_window = {*slo.WINDOW_SECONDS, budget_window}
 
@@ -82,7 +65,7 @@ def test_long_windows_are_reused_and_short_ones_read_every_cycle(devcluster: Dev
 
 
 def test_editing_an_indicator_reads_every_window_of_it_again(devcluster: DevCluster) -> None:
-    client, spec, memory, now = RecordingClient(devcluster.prometheus_url), _spec(), cycle.Memory(), int(time.time())
+    client, spec, memory, now = RecordingPrometheus(devcluster.prometheus_url), _spec(), cycle.Memory(), int(time.time())
     cycle.burn_report(client, spec, memory, now, MINUTE)
     edited = spec.model_copy(update={"indicators": spec.indicators.model_copy(update={"errors": "vector(1)"})})
 

@@ -29,7 +29,7 @@ import yaml
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
-from clusterlib import ED_DEMAND, GROUP, REPO_ROOT, VERSION, DevCluster, replicas, wait_until
+from clusterlib import ED_DEMAND, GROUP, REPO_ROOT, VERSION, DevCluster, replicas, stop_process, wait_until
 from healthscale.adapters import placement
 from healthscale.service import residency as residency_service
 
@@ -198,15 +198,6 @@ def start_operator(devcluster: DevCluster, release: Release, kubeconfig: Path, l
         )
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 @pytest.fixture(scope="module")
 def operator_as_chart_account(devcluster: DevCluster, installed: Release,
                               tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorRun]:
@@ -221,7 +212,7 @@ def operator_as_chart_account(devcluster: DevCluster, installed: Release,
             pytest.fail(f"healthscale run exited with {process.returncode}:\n{run.log.read_text()[-4000:]}")
         yield run
     finally:
-        stop(process)
+        stop_process(process)
 
 
 def slo_body(namespace: str) -> dict[str, Any]:
@@ -311,7 +302,7 @@ def test_two_peered_replicas_keep_exactly_one_active(
         logs = operator_as_chart_account.log.read_text() + second_log.read_text()
         assert "Pausing all operators" not in logs, "both replicas paused: no operator serves the ClinicalSLOs"
     finally:
-        stop(second)
+        stop_process(second)
 
 
 def test_upgrade_changes_the_operator_and_drops_peering(

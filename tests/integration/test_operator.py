@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s_client
 
-from clusterlib import (ED_DEMAND, GROUP, REPO_ROOT, VERSION, DevCluster, deployment, release_and_delete, replicas,
-                        status_of, wait_until)
+from clusterlib import (ED_DEMAND, GROUP, REPO_ROOT, VERSION, DevCluster, active_surge_schedule, deployment,
+                        release_and_delete, replicas, status_of, wait_until)
 
 pytestmark = pytest.mark.integration
 
@@ -188,15 +188,7 @@ def test_an_active_surge_floor_wins_and_names_the_surge(
     deployment(api, namespace, "ehr-api", 1)
     create(api, slo_manifest(namespace, perReplica=5))  # forecast alone asks for far fewer than the floor
     now = time.gmtime()
-    create(api, {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "SurgeSchedule",
-        "metadata": {"name": "drill", "namespace": namespace},
-        "spec": {"timezone": "UTC", "selector": {"matchLabels": {"healthscale.io/journey-group": "emergency"}},
-                 "surges": [{"name": "mass-casualty-drill",
-                             "start": time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() - 3600)),
-                             "end": time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() + 3 * 3600)),
-                             "minReplicas": 35}]},
-    })
+    create(api, active_surge_schedule(namespace, "drill", "mass-casualty-drill", floor=35))
     assert now.tm_year >= 2026
     status = wait_until("the surge to decide", lambda: (
         lambda current: current if current.get("surge") == "mass-casualty-drill" else None)(slo_status(api, namespace)))

@@ -7,11 +7,11 @@ newest samples; a compact copy kept between cycles; one clear error per kind of 
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
 
 import numpy as np
 import pytest
 
+from clusterlib import DevCluster, RecordingPrometheus
 from healthscale.adapters import prometheus
 
 pytestmark = pytest.mark.integration
@@ -20,25 +20,9 @@ DEMAND = 'sum(healthscale_demo_requests_per_second{journey="ed-arrivals"})'
 FOURTEEN_DAYS = 14 * 86400
 
 
-class DevCluster(Protocol):  # what these tests use of conftest.DevCluster
-    prometheus_url: str
-
-
-class CountingClient(prometheus.Client):
-    """The real client, recording how many points each query_range asked for."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__(url)
-        self.points_asked: list[int] = []
-
-    def range(self, query: str, start: int, end: int, step: int) -> list[tuple[Any, Any]]:
-        self.points_asked.append((end - start) // step + 1)
-        return super().range(query, start, end, step)
-
-
 def test_first_read_fetches_the_whole_window_in_chunks_and_later_reads_only_the_newest(
         devcluster: DevCluster) -> None:
-    client = CountingClient(devcluster.prometheus_url)
+    client = RecordingPrometheus(devcluster.prometheus_url)
     cache = prometheus.HistoryCache(DEMAND, 60)
     now = int(time.time())
 

@@ -27,7 +27,8 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s_client
 
-from clusterlib import GROUP, REPO_ROOT, VERSION, DevCluster, replicas, wait_until
+from clusterlib import (GROUP, REPO_ROOT, VERSION, DevCluster, active_surge_schedule, replicas, stop_process,
+                        wait_until)
 from healthscale.runtime import handlers
 
 pytestmark = pytest.mark.integration
@@ -62,17 +63,6 @@ def start_operator(devcluster: DevCluster, log: Path, *arguments: str) -> subpro
     if process.poll() is not None:
         pytest.fail(f"healthscale run exited with {process.returncode}:\n{log.read_text()[-4000:]}")
     return process
-
-
-def stop_operator(process: subprocess.Popen[bytes], log: Path) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    if process.returncode not in (0, -15):
-        print(log.read_text()[-4000:])
 
 
 class Operator:
@@ -114,7 +104,7 @@ def operator(devcluster: DevCluster, api: k8s_client.ApiClient,
                    lambda: f":{webhook_port}/" in (webhook_url(api) or ""), timeout=60)
         yield Operator(log, metrics_port, webhook_port)
     finally:
-        stop_operator(process, log)
+        stop_process(process, log)
         try:
             k8s_client.AdmissionregistrationV1Api(api).delete_validating_webhook_configuration(CONFIGURATION)
         except k8s_client.ApiException as error:
@@ -131,7 +121,7 @@ def evicting_operator(devcluster: DevCluster, api: k8s_client.ApiClient,
     try:
         yield log
     finally:
-        stop_operator(process, log)
+        stop_process(process, log)
 
 
 Namespaces = Callable[..., str]
@@ -298,6 +288,15 @@ def placed(api: k8s_client.ApiClient, namespace: str, count: int) -> list[tuple[
     return [(pod.metadata.name, regions.get(pod.spec.node_name, "unlabelled")) for pod in pods]
 
 
+def compliant_and_placed(api: k8s_client.ApiClient, namespace: str) -> dict[str, Any] | None:
+    """The ClinicalSLO's status once it reports ResidencyCompliant and all its desired pods are scheduled."""
+    found = slo_status(api, namespace)
+    desired = found.get("desiredReplicas")
+    if condition(found, "ResidencyCompliant").get("status") != "True" or not desired:
+        return None
+    return found if placed(api, namespace, int(desired)) else None
+
+
 def events(api: k8s_client.ApiClient, namespace: str, reason: str) -> list[k8s_client.CoreV1Event]:
     listed = k8s_client.CoreV1Api(api).list_namespaced_event(
         namespace, field_selector="involvedObject.kind=ClinicalSLO").items
@@ -373,10 +372,7 @@ def test_relabelling_a_node_out_of_region_is_reported_within_one_cycle(
         {"key": "healthscale.io/test-pool", "operator": "In", "values": [pool]}]}]}}}
     deployment(api, namespace, replicas=0, affinity=pinned, pool=pool)
     create(api, slo_manifest(namespace, ["eu-west-1"], per_replica=20))
-    status = wait_until("compliant pods on the test node", lambda: (
-        lambda found: found if condition(found, "ResidencyCompliant").get("status") == "True"
-        and found.get("desiredReplicas") and placed(api, namespace, int(found["desiredReplicas"])) else None)(
-        slo_status(api, namespace)), timeout=180)
+    status = wait_until("compliant pods on the test node", lambda: compliant_and_placed(api, namespace), timeout=180)
     desired = int(status["desiredReplicas"])
     assert {pod.spec.node_name for pod in live_pods(api, namespace)} == {node}
 
@@ -438,15 +434,7 @@ def test_scaling_ahead_of_a_surge_keeps_residency(
     namespace = namespaces(enforced=True, regions="eu-central-1")  # the webhook checks every new pod as well
     deployment(api, namespace, replicas=0)
     create(api, slo_manifest(namespace, ["eu-central-1"]))
-    create(api, {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "SurgeSchedule",
-        "metadata": {"name": "vaccination-drive", "namespace": namespace},
-        "spec": {"timezone": "UTC", "selector": {"matchLabels": {"healthscale.io/journey-group": "emergency"}},
-                 "surges": [{"name": "vaccination-drive",
-                             "start": time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() - 3600)),
-                             "end": time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() + 3 * 3600)),
-                             "minReplicas": 12}]},
-    })
+    create(api, active_surge_schedule(namespace, "vaccination-drive", "vaccination-drive", floor=12))
     status = wait_until("the surge floor to decide", lambda: (
         lambda found: found if found.get("surge") == "vaccination-drive" else None)(slo_status(api, namespace)))
     assert status["desiredReplicas"] == 12 and status["reason"] == "schedule"
@@ -504,10 +492,7 @@ def test_evict_mode_moves_pods_out_of_a_relabelled_node_only_as_their_budget_all
         "apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "ehr-api"},
         "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {"app": "ehr-api"}}}})
     create(api, slo_manifest(namespace, ["eu-west-1"], per_replica=8))
-    status = wait_until("compliant pods", lambda: (
-        lambda found: found if condition(found, "ResidencyCompliant").get("status") == "True"
-        and found.get("desiredReplicas") and placed(api, namespace, int(found["desiredReplicas"])) else None)(
-        slo_status(api, namespace)), timeout=180)
+    status = wait_until("compliant pods", lambda: compliant_and_placed(api, namespace), timeout=180)
     desired = int(status["desiredReplicas"])
     on_leaving = [pod.metadata.name for pod in live_pods(api, namespace) if pod.spec.node_name == leaving]
     assert on_leaving, "the scheduler spreads the pods over both nodes of the pool"

@@ -63,8 +63,8 @@ def test_schedule_status_lists_the_next_window_of_each_surge_soonest_first() -> 
 
 
 def test_merging_history_keeps_old_samples_and_lets_fresh_ones_win() -> None:
-    kept = series.Series(1000, 100, np.array([1.0, 2.0, 3.0]))
+    kept = prometheus.HistoryCache("demand", 100, start=1000, values=np.array([1.0, 2.0, 3.0], dtype=np.float32))
     fresh = series.Series(1200, 100, np.array([30.0, 4.0]))
-    merged = prometheus._merge(kept, fresh, 1100, 1400, 100)
+    merged = prometheus._merge(kept, fresh, 1100, 1400)
     assert merged.start == 1100
     np.testing.assert_array_equal(merged.values, [2.0, 30.0, 4.0, np.nan])

@@ -98,13 +98,6 @@ class HistoryCache:
     start: int = 0
     values: npt.NDArray[np.float32] = dataclasses.field(default_factory=lambda: np.empty(0, STORED_DTYPE))
 
-    @property
-    def history(self) -> series.Series | None:
-        """The kept history in double precision, or None before the first read."""
-        if not self.values.size:
-            return None
-        return series.Series(self.start, self.step, self.values.astype(np.float64))
-
     def keep(self, history: series.Series) -> None:
         self.start, self.values = history.start, history.values.astype(STORED_DTYPE)
 
@@ -118,12 +111,12 @@ def read_history(client: Client, cache: HistoryCache, now: int, history_seconds:
     step = cache.step
     begin = (now - history_seconds) // step * step
     end = now // step * step
-    kept = cache.history
-    if kept is not None and kept.end > begin and len(kept):
+    kept_end = cache.start + cache.values.size * step
+    if cache.values.size and kept_end > begin:
         # Refetch the last known point too: it may have been computed from an incomplete window.
-        fetch_from = max(begin, kept.end - step)
+        fetch_from = max(begin, kept_end - step)
     else:
-        kept, fetch_from = None, begin
+        fetch_from = begin
     times: list[np.ndarray] = []
     values: list[np.ndarray] = []
     chunk = MAX_POINTS_PER_QUERY * step
@@ -136,21 +129,21 @@ def read_history(client: Client, cache: HistoryCache, now: int, history_seconds:
             times.append(series_times)
             values.append(series_values)
     fresh = series.from_samples(np.concatenate(times) if times else [], np.concatenate(values) if values else [], step)
-    cache.keep(_merge(kept, fresh, begin, end, step))
+    cache.keep(_merge(cache, fresh, begin, end))
     # What is returned is what is kept, so a first read and later incremental ones agree exactly.
     return series.Series(cache.start, step, cache.values.astype(np.float64))
 
 
-def _merge(kept: series.Series | None, fresh: series.Series, begin: int, end: int, step: int) -> series.Series:
-    """``kept`` updated by ``fresh`` on the grid ``[begin, end]`` (fresh samples win, NaN never does)."""
+def _merge(kept: HistoryCache, fresh: series.Series, begin: int, end: int) -> series.Series:
+    """The kept history updated by ``fresh`` on the grid ``[begin, end]`` (fresh samples win, NaN never does)."""
+    step = kept.step
     count = (end - begin) // step + 1
     values = np.full(count, np.nan)
-    if kept is not None and len(kept):
-        # Kept history is on the same grid: a slice copy, not per-sample indexing (it is every cycle).
-        offset = (kept.start - begin) // step
-        first, last = max(0, offset), min(count, offset + len(kept))
-        if first < last:
-            values[first:last] = kept.values[first - offset:last - offset]
+    # Kept history is on the same grid: a slice copy, not per-sample indexing (it is every cycle).
+    offset = (kept.start - begin) // step
+    first, last = max(0, offset), min(count, offset + kept.values.size)
+    if first < last:
+        values[first:last] = kept.values[first - offset:last - offset]
     if len(fresh):
         offsets = (fresh.start + np.arange(len(fresh)) * fresh.step - begin) // step
         inside = (offsets >= 0) & (offsets < count) & ~np.isnan(fresh.values)

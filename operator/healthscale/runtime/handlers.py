@@ -138,11 +138,11 @@ def tick(body: kopf.Body, status: kopf.Status, namespace: str | None, name: str,
     # Most ticks are not due: decide that from the last cycle's step before parsing the spec (a
     # changed spec is marked due by spec_changed). Due within half a tick counts as due, so that
     # cycles keep the step's cadence, not step + tick.
-    if (key not in runtime.due and memory.last_cycle is not None and memory.history is not None
-            and now - memory.last_cycle < memory.history.step - TICK_SECONDS / 2):
-        return
     if key not in runtime.due and memory.last_cycle is not None and memory.history is not None:
-        metrics.CYCLE_DELAY.observe(max(0, now - memory.last_cycle - memory.history.step))
+        late = now - memory.last_cycle - memory.history.step
+        if late < -TICK_SECONDS / 2:
+            return
+        metrics.CYCLE_DELAY.observe(max(0, late))
     runtime.due.discard(key)
     slo = _parse_slo(body)
     schedules = _selecting(slo, index, logger)

@@ -113,7 +113,7 @@ def next_surge(schedules: Sequence[surgeschedule.SurgeSchedule], now: int) -> st
 
 
 def burn_report(client: prometheus.Client, spec: clinicalslo.ClinicalSLOSpec, memory: Memory, now: int,
-          step: int) -> slo.Report | None:
+                step: int) -> slo.Report | None:
     """Burn rates from the errors and total indicators (rates), averaged over each window.
 
     Long windows' averages are reused for a while (``slo.reuse_seconds``): without that, every
