@@ -15,7 +15,8 @@ import pathlib
 import time
 
 from healthscale.adapters import prometheus
-from healthscale.domain import forecasting
+from healthscale.domain import forecasting, history
+from healthscale.service import history as service_history
 
 STATE = pathlib.Path(__file__).resolve().parents[1] / ".devcluster"
 
@@ -38,10 +39,10 @@ def main() -> None:
     start = _rss_mib()
     print(f"baseline {start:.0f} MiB")
     for index in range(arguments.count):
-        cache = prometheus.HistoryCache(
+        cache = history.HistoryCache(
             f'sum(healthscale_demo_requests_per_second{{journey="ed-arrivals"}}) * {1 + index / 1000:g}', 60)
-        history = prometheus.read_history(client, cache, now, 14 * 86400)
-        outcome, state = forecasting.forecast(history, now, settings, None)
+        demand = service_history.read(client, cache, now, 14 * 86400)
+        outcome, state = forecasting.forecast(demand, now, settings, None)
         kept.append((cache, state, outcome))
     end = _rss_mib()
     print(f"{arguments.count} ClinicalSLOs: {end:.0f} MiB, {1024 * (end - start) / arguments.count:.0f} KiB each")

@@ -29,6 +29,8 @@ CASES = (
 
 
 def _run(command: list[str]) -> str:
+    if command[0] == "healthscale":  # the CLI of this Python (.venv under make), whatever PATH says
+        command = [sys.executable, "-m", "healthscale", *command[1:]]
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False,
                                env={**os.environ, "TQDM_DISABLE": "1"})
     if completed.returncode != 0:

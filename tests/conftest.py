@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import copy
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+# Tests find tools installed beside this Python (hadolint, lint-imports, healthscale) by name: put its
+# bin directory first on PATH, so `.venv/bin/pytest` works as `make test` does, without activating .venv.
+_BIN = str(Path(sys.executable).parent)
+if _BIN not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = os.pathsep.join([_BIN, os.environ.get("PATH", "")])
 
 EXAMPLE_MANIFESTS = """
 apiVersion: healthscale.io/v1alpha1

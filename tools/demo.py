@@ -126,12 +126,14 @@ def demand_history(environment: dict[str, str], queries: dict[str, str], hours: 
     """Each journey's demand over the last ``hours`` and the engine's forecast for the next hour."""
     from healthscale.adapters import prometheus
     from healthscale.domain import forecasting
+    from healthscale.domain import history as domain_history
+    from healthscale.service import history as service_history
 
     client = prometheus.Client(environment["PROMETHEUS_URL"])
     now = int(time.time())
     found: dict[str, Any] = {}
     for name, query in queries.items():
-        history = prometheus.read_history(client, prometheus.HistoryCache(query, 60), now, 14 * 86400)
+        history = service_history.read(client, domain_history.HistoryCache(query, 60), now, 14 * 86400)
         settings = forecasting.Settings(history=14 * 86400, step=60, horizon=3600, extra_level=0.9)
         outcome, _ = forecasting.forecast(history, now, settings)
         recent = history.since(now - int(hours * 3600))

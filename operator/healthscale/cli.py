@@ -1,26 +1,50 @@
-"""The ``healthscale`` command: ``backtest`` (replay a demand trace), ``run`` (the operator), ``crds``.
+"""The ``healthscale`` command: ``backtest`` (replay a demand trace), ``run`` (the operator), ``explain``
+(a ClinicalSLO's latest decision), ``crds``, ``release`` (restore what healthscale changed and remove its
+finalizers, e.g. before uninstalling).
 
-Bad input exits with status 2 and a message that names the file, the row or field, and the rule.
+Bad input exits with status 2 and a message that names the option or file, the row or field, and the
+rule; a user's mistake never shows a traceback. The help text is plain (no markup from this docstring).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import importlib.metadata
+import os
 import pathlib
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from healthscale.api import clinicalslo, crdgen, manifests, surgeschedule
 from healthscale.backtest import replay, report, trace
 from healthscale.domain import residency as residency_rules
 
 EXIT_BAD_INPUT = 2
+EXIT_LEFT = 1
+EXIT_NOT_FOUND = 1
+
+DESCRIPTION = ("healthscale scales clinical workloads ahead of predictable surges. Commands: backtest (replay a "
+               "demand trace), run (the operator), explain (a ClinicalSLO's latest decision), crds (write the "
+               "CRDs), release (restore what healthscale changed, before uninstalling).")
+NO_CLUSTER = ("no cluster credentials: not in a pod with a ServiceAccount, and no kubeconfig at $KUBECONFIG or "
+              "~/.kube/config. Set KUBECONFIG to the cluster's kubeconfig (as for kubectl), or run in the cluster "
+              "with a ServiceAccount")
+NEEDS_PLOT_EXTRA = "plotting needs the plot extra: pip install 'healthscale[plot]'"
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("healthscale")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout without installing
+        return "unknown (not installed)"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="healthscale", description=__doc__.splitlines()[0] if __doc__ else None)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="healthscale", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"healthscale {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     backtest = commands.add_parser(
         "backtest",
@@ -28,11 +52,14 @@ def _parser() -> argparse.ArgumentParser:
         description="Replay TRACE.csv interval by interval: healthscale against reactive HPA, schedule-only "
         "floors, Holt-Winters (Predictive HPA) and a perfect-foresight oracle.",
     )
-    backtest.add_argument("--trace", required=True, type=pathlib.Path, help="CSV with columns timestamp,value")
+    backtest.add_argument("--trace", required=True, type=pathlib.Path,
+                          help="CSV with columns timestamp,value; times in ISO-8601 (naive, Z or an offset: the "
+                          "wall clock as written is used) or epoch seconds (UTC)")
     backtest.add_argument("--slo", required=True, type=pathlib.Path, help="ClinicalSLO manifest (YAML)")
     backtest.add_argument("--schedule", type=pathlib.Path, help="SurgeSchedule manifest (YAML)")
     backtest.add_argument("--output", required=True, type=pathlib.Path, help="where to write PLAN.csv")
-    backtest.add_argument("--plot", type=pathlib.Path, help="where to write a PNG timeline")
+    backtest.add_argument("--plot", type=pathlib.Path,
+                          help="where to write a PNG timeline (needs the plot extra: pip install 'healthscale[plot]')")
     backtest.add_argument("--warmup-days", type=float, default=None,
                           help="days at the start used only as history (default: the SLO's forecast.history)")
     backtest.add_argument("--no-references", action="store_true", help="replay healthscale only (faster)")
@@ -71,13 +98,81 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--residency-evict", action="store_true",
                      help="evict pods found outside their allowed regions (respects PodDisruptionBudgets)")
 
+    release = commands.add_parser(
+        "release", help="restore what healthscale changed and remove its finalizers (run before uninstalling)",
+        description="For every ClinicalSLO: put back each field its status records healthscale changed, then "
+        "remove healthscale's finalizer, whatever the restore's outcome. One line per ClinicalSLO; exits 1 if "
+        "anything was left unrestored. Stop the operator first (--stop-operator), or it puts its finalizer "
+        "back on ClinicalSLOs that are not being deleted. Uses the ServiceAccount in a pod, else KUBECONFIG.",
+    )
+    release.add_argument("--namespace", action="append", default=[], dest="namespaces", metavar="NAMESPACE",
+                         help="only this namespace (repeatable; default: all namespaces)")
+    release.add_argument("--only-deleting", action="store_true", help="only ClinicalSLOs being deleted")
+    release.add_argument("--dry-run", action="store_true", help="list what would be done, change nothing")
+    release.add_argument("--stop-operator", metavar="NAMESPACE/DEPLOYMENT",
+                         help="first scale the operator's Deployment to 0 and wait (up to 2 minutes) for its pods")
+    release.add_argument("--exit-zero", action="store_true",
+                         help="exit 0 even when something was left unrestored (still printed, and posted as a "
+                         "Warning Event): the Helm hook uses it so that a refused restore never blocks an uninstall")
+
+    explain = commands.add_parser(
+        "explain", help="print a ClinicalSLO's latest decision, its signals and conditions (from its status)",
+        description="Read one ClinicalSLO (with the kubeconfig kubectl uses: KUBECONFIG or ~/.kube/config, or the "
+        "ServiceAccount in a pod) and print its latest decision from status: desired and current replicas, the "
+        "signal that won and the explanation with its numbers, the forecast peak, the next surge, the conditions, "
+        "what healthscale changed and will put back, and residency. Exits 1 if the ClinicalSLO does not exist.",
+    )
+    explain.add_argument("name", metavar="NAMESPACE/NAME", help="the ClinicalSLO, e.g. ehr/ed-triage-chart")
+
     crds = commands.add_parser("crds", help="write the CustomResourceDefinitions generated from the models")
     crds.add_argument("--output-dir", type=pathlib.Path, default=pathlib.Path("crds"))
     crds.add_argument("--check", action="store_true", help="fail if the files differ from the models instead of writing")
     return parser
 
 
+def _input_file(option: str, path: pathlib.Path) -> None:
+    """An input file that exists and is a file, else ValueError naming the option (not "invalid manifest")."""
+    if not path.exists():
+        raise ValueError(f"{option} {path}: the file does not exist")
+    if path.is_dir():
+        raise ValueError(f"{option} {path}: is a directory, not a file")
+
+
+def _output_file(option: str, path: pathlib.Path) -> None:
+    """A file path that can be written, checked before the replay spends minutes on it."""
+    if path.is_dir():
+        example = path / ("plan.png" if option == "--plot" else "plan.csv")
+        raise ValueError(f"{option} {path}: is a directory; name a file in it, e.g. {example}")
+    parent = path.parent
+    if not parent.exists():
+        raise ValueError(f"{option} {path}: the directory {parent} does not exist (create it first)")
+    if not parent.is_dir():
+        raise ValueError(f"{option} {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ValueError(f"{option} {path}: permission denied (cannot write there)")
+
+
+def _plotting_available(path: pathlib.Path) -> None:
+    try:
+        import matplotlib  # noqa: F401 - only whether the plot extra is installed
+    except ImportError:
+        raise ValueError(f"--plot {path}: {NEEDS_PLOT_EXTRA}") from None
+
+
 def _backtest(arguments: argparse.Namespace) -> int:
+    # Everything a user can get wrong is checked before the replay, which takes minutes.
+    if arguments.warmup_days is not None and not arguments.warmup_days >= 0:
+        raise ValueError("--warmup-days must be >= 0")
+    _input_file("--trace", arguments.trace)
+    _input_file("--slo", arguments.slo)
+    if arguments.schedule is not None:
+        _input_file("--schedule", arguments.schedule)
+    _output_file("--output", arguments.output)
+    if arguments.plot is not None:
+        _output_file("--plot", arguments.plot)
+        if arguments.plot.resolve() == arguments.output.resolve():
+            raise ValueError(f"--plot {arguments.plot}: is the same file as --output")
+        _plotting_available(arguments.plot)
     slo = manifests.load_one(clinicalslo.ClinicalSLO, arguments.slo)
     schedule = manifests.load_one(surgeschedule.SurgeSchedule, arguments.schedule) if arguments.schedule else None
     if schedule is not None and not schedule.spec.applies_to(slo.metadata.name, slo.metadata.labels):
@@ -87,8 +182,6 @@ def _backtest(arguments: argparse.Namespace) -> int:
     warmup = arguments.warmup_days
     if warmup is None:
         warmup = slo.spec.forecast.history.total_seconds() / 86400
-    if warmup < 0:
-        raise ValueError("--warmup-days must be >= 0")
     intervals = replay.scored_intervals(demand, warmup)
     total = intervals * (1 if arguments.no_references else len(replay.FORECASTING))
     started = time.perf_counter()
@@ -98,7 +191,7 @@ def _backtest(arguments: argparse.Namespace) -> int:
         result = replay.replay(demand, slo.spec, schedule.spec if schedule else None, warmup,
                                progress=lambda _: bar.update(), with_references=not arguments.no_references)
     elapsed = time.perf_counter() - started
-    report.write_plan(result, arguments.output)
+    _written("--output", arguments.output, lambda: report.write_plan(result, arguments.output))
     print(f"{demand.path.name}: {intervals} intervals of {demand.step}s replayed in {elapsed:.1f}s "
           f"(warm-up {warmup:g} days); plan written to {arguments.output}")
     for note in result.notes:
@@ -108,9 +201,17 @@ def _backtest(arguments: argparse.Namespace) -> int:
     print()
     print(f"healthscale's reasons: {report.reasons(result)}")
     if arguments.plot:
-        report.plot(result, arguments.plot)
+        _written("--plot", arguments.plot, lambda: report.plot(result, arguments.plot))
         print(f"plot written to {arguments.plot}")
     return 0
+
+
+def _written(option: str, path: pathlib.Path, write: Callable[[], None]) -> None:
+    """Run ``write``; a file system refusal that the early check could not foresee names the option."""
+    try:
+        write()
+    except OSError as error:
+        raise ValueError(f"{option} {path}: cannot write: {error.strerror or error}") from None
 
 
 def _crds(arguments: argparse.Namespace) -> int:
@@ -127,7 +228,117 @@ def _crds(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _release(arguments: argparse.Namespace) -> int:
+    import kubernetes
+
+    from healthscale import ports
+    from healthscale.adapters import kube
+    from healthscale.service import release
+
+    stop = None
+    if arguments.stop_operator is not None:
+        namespace, _, name = arguments.stop_operator.partition("/")
+        if not namespace or not name:
+            raise ValueError(f"--stop-operator {arguments.stop_operator!r} must be NAMESPACE/DEPLOYMENT")
+        stop = (namespace, name)
+    _load_cluster_config()
+    slos, workloads = kube.ClinicalSLOs(), kube.Workloads()
+    left = False
+    try:
+        if stop is not None:
+            if arguments.dry_run:
+                print(f"would scale Deployment {stop[0]}/{stop[1]} to 0 and wait for its pods")
+            else:
+                operator = kube.OperatorDeployment()
+                try:
+                    print(release.stop_operator(operator, *stop))
+                except (ports.NotFound, ports.ApiError) as error:
+                    print(f"could not stop the operator, releasing anyway: {error}")
+                finally:
+                    operator.close()
+        try:
+            items = release.select(release.listed(slos, arguments.namespaces), arguments.only_deleting)
+        except (ports.NotFound, ports.ApiError) as error:
+            print(f"error: could not list ClinicalSLOs: {error}", file=sys.stderr)
+            return EXIT_LEFT
+        for item in items:
+            outcome = release.plan(item) if arguments.dry_run else release.release_one(workloads, slos, item)
+            print(outcome.line(), flush=True)
+            left = left or (not arguments.dry_run and not outcome.ok)
+        print(f"{len(items)} ClinicalSLO(s){' (dry run)' if arguments.dry_run else ''}"
+              f"{'; something was left, see above' if left else ''}")
+    finally:
+        slos.close()
+        workloads.close()
+    return EXIT_LEFT if left and not arguments.exit_zero else 0
+
+
+def _kubeconfig_path() -> pathlib.Path | None:
+    """The kubeconfig kubectl would read (first of $KUBECONFIG, else ~/.kube/config), if there is one."""
+    named = [part for part in os.environ.get("KUBECONFIG", "").split(os.pathsep) if part]
+    for candidate in [pathlib.Path(part).expanduser() for part in named] or [pathlib.Path("~/.kube/config").expanduser()]:
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _cluster_problem(error: Exception) -> ValueError:
+    """What to do when no cluster configuration loads: where credentials come from, or what is wrong in them."""
+    path = _kubeconfig_path()
+    if path is None:
+        return ValueError(NO_CLUSTER)
+    return ValueError(f"cannot use the kubeconfig {path}: {error}")
+
+
+def _load_cluster_config() -> None:
+    """Load credentials as kubectl does (in a pod: its ServiceAccount); ValueError saying how to provide them."""
+    import kubernetes
+
+    from healthscale.adapters import kube
+
+    try:
+        kube.load_config()
+    except (kubernetes.config.ConfigException, OSError) as error:
+        raise _cluster_problem(error) from None
+
+
+def _explain(arguments: argparse.Namespace) -> int:
+    from healthscale import explain, ports
+    from healthscale.adapters import kube
+
+    namespace, _, name = arguments.name.partition("/")
+    if not namespace or not name or "/" in name:
+        raise ValueError(f"explain {arguments.name!r}: name the ClinicalSLO as NAMESPACE/NAME, e.g. ehr/ed-triage-chart")
+    _load_cluster_config()
+    import kubernetes
+
+    api = kube.Api()
+    listed: dict[str, object] = {}
+    try:
+        # A list by name, not a get: the operator's own RBAC lists ClinicalSLOs, so this also runs in its pod.
+        listed = api.json(f"read ClinicalSLO {namespace}/{name}",
+                          kubernetes.client.CustomObjectsApi(api.client).list_namespaced_custom_object,
+                          kube.GROUP, kube.VERSION, namespace, "clinicalslos", field_selector=f"metadata.name={name}")
+    except ports.NotFound:
+        pass  # no such resource: the CRDs are not installed
+    except ports.ApiError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    finally:
+        api.client.close()  # type: ignore[no-untyped-call]
+    found = listed.get("items")
+    items = [item for item in found if isinstance(item, dict)] if isinstance(found, list) else []
+    if not items:
+        print(f"error: ClinicalSLO {namespace}/{name} not found (kubectl get clinicalslos -n {namespace} lists "
+              "them; if that fails too, the CRDs are not installed)", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    print(explain.describe(items[0], dt.datetime.now(dt.timezone.utc)), end="")
+    return 0
+
+
 def _run(arguments: argparse.Namespace) -> int:
+    import kubernetes
+
     from healthscale.runtime import operator, residency
 
     token = None
@@ -136,29 +347,33 @@ def _run(arguments: argparse.Namespace) -> int:
             token = arguments.prometheus_bearer_token_file.read_text(encoding="utf-8").strip()
         except OSError as error:
             raise ValueError(f"--prometheus-bearer-token-file: cannot read {error.filename}: {error.strerror}") from None
-    return operator.run(operator.Options(
-        prometheus_url=arguments.prometheus_url,
-        bearer_token=token,
-        ca_file=str(arguments.prometheus_ca_file) if arguments.prometheus_ca_file else None,
-        insecure_skip_verify=arguments.prometheus_insecure_skip_verify,
-        namespaces=tuple(arguments.namespaces),
-        dry_run=arguments.dry_run,
-        metrics_port=arguments.metrics_port,
-        health_port=arguments.health_port,
-        peering=arguments.peering,
-        peering_priority=arguments.peering_priority,
-        log_format=arguments.log_format,
-        verbose=arguments.verbose,
-        residency=residency.Config(
-            region_label=_region_label(arguments.region_label),
-            default_regions=residency_rules.parse_regions(arguments.default_allowed_regions),
-            evict=arguments.residency_evict,
-            webhook_port=_port("--webhook-port", arguments.webhook_port),
-            webhook_host=arguments.webhook_host,
-            webhook_addr=arguments.webhook_addr,
-            configuration_name=arguments.webhook_configuration,
-        ),
-    ))
+    _load_cluster_config()  # before Kopf starts: no credentials is a message, not a ConfigException traceback
+    try:
+        return operator.run(operator.Options(
+            prometheus_url=arguments.prometheus_url,
+            bearer_token=token,
+            ca_file=str(arguments.prometheus_ca_file) if arguments.prometheus_ca_file else None,
+            insecure_skip_verify=arguments.prometheus_insecure_skip_verify,
+            namespaces=tuple(arguments.namespaces),
+            dry_run=arguments.dry_run,
+            metrics_port=arguments.metrics_port,
+            health_port=arguments.health_port,
+            peering=arguments.peering,
+            peering_priority=arguments.peering_priority,
+            log_format=arguments.log_format,
+            verbose=arguments.verbose,
+            residency=residency.Config(
+                region_label=_region_label(arguments.region_label),
+                default_regions=residency_rules.parse_regions(arguments.default_allowed_regions),
+                evict=arguments.residency_evict,
+                webhook_port=_port("--webhook-port", arguments.webhook_port),
+                webhook_host=arguments.webhook_host,
+                webhook_addr=arguments.webhook_addr,
+                configuration_name=arguments.webhook_configuration,
+            ),
+        ))
+    except kubernetes.config.ConfigException as error:
+        raise _cluster_problem(error) from None
 
 
 def _region_label(label: str) -> str:
@@ -184,6 +399,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _backtest(arguments)
         if arguments.command == "run":
             return _run(arguments)
+        if arguments.command == "release":
+            return _release(arguments)
+        if arguments.command == "explain":
+            return _explain(arguments)
         return _crds(arguments)
     except ValueError as error:  # ManifestError, TraceError and bad options all say what and where
         print(f"error: {error}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """The Dockerfile passes hadolint and keeps its promises: a slim Python matching the project's,
-a non-root numeric user, no compilers or pip in the final image, and a minimal build context.
-(No Docker engine here, so the image itself is not built by the tests.)"""
+a non-root numeric user, no compilers or pip in the final image, dependencies from the hash-checked
+lock, and a minimal build context. tests/integration/test_image.py builds and runs the image."""
 
 from __future__ import annotations
 
@@ -57,6 +57,14 @@ def test_no_build_tools_or_installer_in_the_final_stage() -> None:
     assert "COPY --from=build /opt/healthscale" in stage
 
 
+def test_the_dependencies_come_from_the_hash_checked_lock_before_the_code() -> None:
+    build = TEXT[:[match.start() for match in re.finditer(r"^FROM ", TEXT, re.MULTILINE)][-1]]
+    assert "COPY locks/runtime.txt" in build
+    assert re.search(r"pip install --require-hashes --no-deps -r locks/runtime.txt", build)
+    assert re.search(r"pip install --no-deps \.", build), "healthscale itself must not resolve anything unpinned"
+    assert build.index("locks/runtime.txt") < build.index("COPY operator/"), "a code change would reinstall the deps"
+
+
 def test_the_entrypoint_and_ports_match_the_chart() -> None:
     assert 'ENTRYPOINT ["healthscale"]' in TEXT
     assert re.search(r"^EXPOSE 9102 8080$", TEXT, re.MULTILINE)
@@ -65,4 +73,4 @@ def test_the_entrypoint_and_ports_match_the_chart() -> None:
 def test_the_build_context_is_an_allowlist() -> None:
     lines = [line for line in (REPO_ROOT / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
     assert lines[0] == "*", "exclude everything by default (the dev cluster's binaries are 400 MiB)"
-    assert {"!pyproject.toml", "!README.md", "!operator/"} <= set(lines)
+    assert {"!pyproject.toml", "!README.md", "!operator/", "!locks/runtime.txt"} <= set(lines)

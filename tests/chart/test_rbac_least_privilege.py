@@ -2,8 +2,8 @@
 
 What the operator needs is derived from its code, not copied from the chart:
 
-* the Kubernetes client calls: every ``<api>.<verb>_<resource>(...)`` in operator/healthscale whose
-  method belongs to a kubernetes.client API class is found by AST, and mapped to (apiGroup,
+* the Kubernetes client calls: every ``<api>.<verb>_<resource>`` in operator/healthscale (called, or
+  passed to ``kube.Api.json``) whose method belongs to a kubernetes.client API class is found by AST, and mapped to (apiGroup,
   resource, verb), where it is needed (where ClinicalSLOs are served, or cluster-wide) and under
   which chart setting, through CLIENT_CALLS below. A new call without a row fails the test; each
   row is checked against the request the client really sends (HTTP method and URL), so a wrong
@@ -23,6 +23,7 @@ operator with the chart's ServiceAccount token to show that the set suffices.
 from __future__ import annotations
 
 import ast
+import json
 import dataclasses
 import inspect
 import re
@@ -65,6 +66,8 @@ class Need:
     """The chart setting that turns the code path on ("webhook", "evict"); None: always."""
     name: str = "*"
     """The one object it applies to, when the call names a fixed object."""
+    api: str | None = None
+    """The client class the operator calls it on, when several classes have the method."""
 
 
 # The operator's Kubernetes client calls -> the RBAC rule each needs. Explicit on purpose: a
@@ -80,7 +83,20 @@ CLIENT_CALLS: dict[str, Need] = {
     "list_namespaced_pod": Need(("", "pods", "list")),
     "patch_namespaced_pod": Need(("", "pods", "patch")),
     # runtime/handlers.py via adapters/kube.py: SurgeSchedules' next windows, refreshed each cycle.
+    # (The same call writes ClinicalSLO status.originals, which Kopf's rules grant already.)
     "patch_namespaced_custom_object_status": Need(("healthscale.io", "surgeschedules/status", "patch")),
+    # adapters/kube.py ClinicalSLOs, for runtime/sweeper.py and `healthscale release`: list the
+    # ClinicalSLOs (all namespaces only when serving the whole cluster) and remove healthscale's
+    # finalizer; rules Kopf's own watching and patching need anyway.
+    "list_cluster_custom_object": Need(("healthscale.io", "clinicalslos", "list")),
+    "list_namespaced_custom_object": Need(("healthscale.io", "clinicalslos", "list")),
+    "patch_namespaced_custom_object": Need(("healthscale.io", "clinicalslos", "patch")),
+    # runtime/sweeper.py: a Warning/Normal Event on each ClinicalSLO it releases (core v1, as Kopf's).
+    "create_namespaced_event": Need(("", "events", "create"), api="CoreV1Api"),
+    # runtime/sweeper.py, serving listed namespaces: which are Terminating. The chart grants it with
+    # rbac.clusterDiscovery (Kopf's namespace observation); without it the sweeper falls back to
+    # the exact names, so the chart does not need it for the sweeper ("when" never set).
+    "list_namespace": Need(("", "namespaces", "list"), where="cluster", when="namespace-observation"),
     # adapters/placement.py, the residency cycle: the pod template's required node affinity, where
     # the pods run, and (residency.evict) evictions.
     "patch_namespaced_deployment": Need(("apps", "deployments", "patch")),
@@ -139,8 +155,9 @@ def client_calls(source_root: Path = OPERATOR_SOURCE) -> dict[str, list[str]]:
     for path in sorted(source_root.rglob("*.py")):
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in methods:
-                found.setdefault(node.func.attr, []).append(f"{path.relative_to(source_root)}:{node.lineno}")
+            # Called (api.read_x(...)) or handed to the adapters' request helper (kube.Api.json(doing, api.read_x, ...)).
+            if isinstance(node, ast.Attribute) and node.attr in methods:
+                found.setdefault(node.attr, []).append(f"{path.relative_to(source_root)}:{node.lineno}")
     return found
 
 
@@ -259,10 +276,15 @@ class _RecordingClient(kubernetes.client.ApiClient):
         raise _Sent(method, url)
 
 
+# Bodies the client validates before sending (the least it accepts).
+BODIES: dict[str, dict[str, Any]] = {"create_namespaced_event": {"metadata": {}, "involvedObject": {}}}
+
+
 def request_of(api_class: type, method: str) -> tuple[str, str]:
     api = api_class(_RecordingClient(kubernetes.client.Configuration()))
     function = getattr(api, method)
-    arguments = {name: ({} if name == "body" else "x") for name, parameter in inspect.signature(function).parameters.items()
+    arguments = {name: (BODIES.get(method, {}) if name == "body" else "x")
+                 for name, parameter in inspect.signature(function).parameters.items()
                  if parameter.default is inspect.Parameter.empty
                  and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)}
     if "custom_object" in method:
@@ -292,7 +314,8 @@ def rule_of_request(http_method: str, url: str) -> Rule:
 
 @pytest.mark.parametrize("method", sorted(CLIENT_CALLS), ids=lambda method: f"{method} is {CLIENT_CALLS[method].rule}")
 def test_the_mapping_matches_the_request_the_client_sends(method: str) -> None:
-    classes = [cls for cls in api_classes() if hasattr(cls, method)]
+    classes = [cls for cls in api_classes() if hasattr(cls, method)
+               and CLIENT_CALLS[method].api in (None, cls.__name__)]
     assert classes, f"no kubernetes.client API class has {method}"
     for api_class in classes:
         assert rule_of_request(*request_of(api_class, method)) == CLIENT_CALLS[method].rule, api_class.__name__
@@ -348,3 +371,122 @@ def test_the_test_notices_a_call_without_a_rule(tmp_path: Path) -> None:
     (tmp_path / "new.py").write_text("def f(api):\n    api.delete_namespaced_pod('p', 'ns')\n")
     assert "delete_namespaced_pod" in client_calls(tmp_path)
     assert "delete_namespaced_pod" not in CLIENT_CALLS
+
+
+# --------------------------------------------------------------------------- the uninstall hook
+#
+# The pre-delete hook (templates/release-hook.yaml) runs `healthscale release` as its own
+# ServiceAccount. What it needs is taken from the command itself: it runs in-process against a fake
+# API server that answers every request, and each request's (scope, apiGroup, resource, verb,
+# resourceName) is recorded. The chart must grant the hook's account exactly those.
+
+RELEASE_NAMESPACE = "healthscale-system"
+HOOK_ACCOUNT = "hs-healthscale-release"
+OPERATOR_DEPLOYMENT = "hs-healthscale"
+
+
+class _Answer:
+    """What ``ApiClient.call_api`` returns (a RESTResponse): status, and the raw response's data."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.data = json.dumps(body).encode()
+        self.status = 200
+        self.reason = "OK"
+        self.response = self
+
+
+def _slo(namespace: str) -> dict[str, Any]:
+    """A ClinicalSLO that raised a Deployment, a StatefulSet and an HPA: every restore path."""
+    originals = [{"kind": "Deployment", "name": "ehr-api", "uid": "u1", "field": "replicas", "value": 2},
+                 {"kind": "StatefulSet", "name": "ehr-db", "uid": "u2", "field": "replicas", "value": 3},
+                 {"kind": "HorizontalPodAutoscaler", "name": "ehr-web", "uid": "u3", "field": "minReplicas", "value": 2}]
+    return {"metadata": {"name": "ed-triage", "namespace": namespace, "uid": "u0",
+                         "finalizers": ["healthscale.io/restore-scale"]}, "status": {"originals": originals}}
+
+
+def release_requests(monkeypatch: pytest.MonkeyPatch, namespaces: list[str], served: list[str]) -> set[Grant]:
+    from healthscale import cli
+    from healthscale.adapters import kube
+
+    sent: set[Grant] = set()
+
+    def call_api(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> _Answer:
+        path = urllib.parse.urlsplit(url).path.strip("/").split("/")
+        scope = path[path.index("namespaces") + 1] if "namespaces" in path else "*"
+        group, resource, verb = rule_of_request(method, url)
+        rest = path[path.index(resource.split("/")[0]) + 1:]
+        name = rest[0] if rest and resource == "deployments/scale" and scope == RELEASE_NAMESPACE else "*"
+        sent.add((scope, group, resource, verb, name))
+        if resource == "deployments/scale":
+            return _Answer({"status": {"selector": "app.kubernetes.io/name=healthscale"}})
+        if verb == "list" and resource == "clinicalslos":
+            return _Answer({"metadata": {}, "items": [_slo(namespace) for namespace in served
+                                                      if scope in ("*", namespace)]})
+        return _Answer({"metadata": {}, "items": []})
+
+    configuration = kubernetes.client.Configuration()
+    configuration.host = "http://fake-apiserver.invalid"
+    previous = kubernetes.client.Configuration.get_default_copy()
+    monkeypatch.setattr(kube, "load_config", lambda: None)
+    monkeypatch.setattr(kubernetes.client.ApiClient, "call_api", call_api)
+    kubernetes.client.Configuration.set_default(configuration)
+    try:
+        code = cli.main(["release", f"--stop-operator={RELEASE_NAMESPACE}/{OPERATOR_DEPLOYMENT}",
+                         *(f"--namespace={namespace}" for namespace in namespaces)])
+    finally:
+        kubernetes.client.Configuration.set_default(previous)
+    assert code == 0
+    return sent
+
+
+def hook_expected(requests: set[Grant], clusterwide: bool) -> set[Grant]:
+    """Stopping the operator is granted in the release namespace (its Deployment by name); the
+    rest wherever ClinicalSLOs are served: cluster-wide, or in each watched namespace."""
+    return {request if request[0] == RELEASE_NAMESPACE else ("*" if clusterwide else request[0], *request[1:])
+            for request in requests}
+
+
+HOOK_SHAPES: dict[str, tuple[list[str], list[str]]] = {
+    "cluster-wide": ([], []),
+    "namespaced": ([TWO_NAMESPACES], ["ehr", "telehealth"]),
+}
+
+
+@pytest.mark.parametrize("shape", HOOK_SHAPES, ids=lambda shape: f"{shape}: the uninstall hook is granted exactly "
+                                                                 "what `healthscale release` sends")
+def test_the_uninstall_hook_grants_exactly_what_the_release_command_uses(
+        helm: Helm, monkeypatch: pytest.MonkeyPatch, shape: str) -> None:
+    settings, namespaces = HOOK_SHAPES[shape]
+    requests = release_requests(monkeypatch, namespaces, namespaces or ["ehr"])
+    objects = helm.render(set_values=[URL, *settings], release="hs", namespace=RELEASE_NAMESPACE)
+    expected = hook_expected(requests, clusterwide=not namespaces)
+    actual = granted(objects, HOOK_ACCOUNT, RELEASE_NAMESPACE)
+    more, less = sorted(actual - expected), sorted(expected - actual)
+    assert not more and not less, (
+        "the hook's RBAC differs from what `healthscale release` uses\n"
+        f"  grants more than needed: {more}\n  grants less than needed: {less}")
+    # Every restore path ran: replicas of both workload kinds, an HPA floor, the finalizer, status.
+    rules = {request[1:4] for request in requests}
+    assert {("apps", "deployments/scale", "patch"), ("apps", "statefulsets/scale", "patch"),
+            ("autoscaling", "horizontalpodautoscalers", "patch"), ("healthscale.io", "clinicalslos", "patch"),
+            ("healthscale.io", "clinicalslos/status", "patch"), ("", "events", "create")} <= rules
+
+
+def test_the_uninstall_hook_runs_release_as_its_own_account_after_its_rbac(helm: Helm) -> None:
+    objects = helm.render(set_values=[URL, TWO_NAMESPACES], release="hs", namespace=RELEASE_NAMESPACE)
+    hooks = [item for item in objects if (item["metadata"].get("annotations") or {}).get("helm.sh/hook")]
+    assert {item["metadata"]["annotations"]["helm.sh/hook"] for item in hooks} == {"pre-delete"}
+    weight = {(item["kind"], item["metadata"].get("namespace")): int(item["metadata"]["annotations"]["helm.sh/hook-weight"])
+              for item in hooks}
+    job = next(item for item in hooks if item["kind"] == "Job")
+    assert all(weight[key] < weight[("Job", RELEASE_NAMESPACE)] for key in weight if key[0] != "Job")
+    pod = job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == HOOK_ACCOUNT
+    assert pod["containers"][0]["args"] == ["release", f"--stop-operator={RELEASE_NAMESPACE}/{OPERATOR_DEPLOYMENT}",
+                                            "--namespace=ehr", "--namespace=telehealth", "--exit-zero"]
+    # The hook's pod is not one of the operator's: stopping the operator does not wait for it.
+    deployment = next(item for item in objects if item["kind"] == "Deployment")
+    selector = deployment["spec"]["selector"]["matchLabels"].items()
+    assert not selector <= job["spec"]["template"]["metadata"]["labels"].items()
+    off = helm.render(set_values=[URL, "release.onUninstall=false"], release="hs", namespace=RELEASE_NAMESPACE)
+    assert not [item for item in off if (item["metadata"].get("annotations") or {}).get("helm.sh/hook")]

@@ -92,9 +92,6 @@ GOOD_ROWS = "2024-01-01T00:00:00,1\n2024-01-01T01:00:00,2\n2024-01-01T02:00:00,3
         pytest.param("timestamp,value\n2024-01-01T00:00:00,1\n2024-01-01T01:00:00,2\nyesterday,3\n",
                      (":4: field timestamp: 'yesterday' is not an ISO-8601 time",),
                      id="an unreadable timestamp names its line and field"),
-        pytest.param("timestamp,value\n2024-01-01T00:00:00,1\n2024-01-01T01:00:00+01:00,2\n2024-01-01T02:00:00,3\n",
-                     (":3: field timestamp:", "has a UTC offset; traces use naive local time"),
-                     id="a timestamp with a UTC offset names its line and the rule"),
         pytest.param("timestamp,value\n2024-01-01T00:00:00,1\n2024-01-01T01:00:00,lots\n2024-01-01T02:00:00,3\n",
                      (":3: field value: 'lots' is not a number",), id="a non-numeric value names its line and field"),
         pytest.param("timestamp,value\n2024-01-01T00:00:00,1\n2024-01-01T01:00:00,-4\n2024-01-01T02:00:00,3\n",
@@ -126,6 +123,26 @@ def test_a_malformed_trace_names_the_line_and_the_rule(tmp_path: pathlib.Path, t
     assert str(path) in message
     for fragment in fragments:
         assert fragment in message, (fragment, message)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        pytest.param(["2024-01-01T00:00:00", "2024-01-01T01:00:00", "2024-01-01T02:00:00"], id="naive local times"),
+        pytest.param(["2024-01-01T00:00:00Z", "2024-01-01T01:00:00Z", "2024-01-01T02:00:00Z"], id="times ending in Z"),
+        pytest.param(["2024-01-01T00:00:00+01:00", "2024-01-01T01:00:00+01:00", "2024-01-01T02:00:00+0100"],
+                     id="times with an offset keep the wall clock as written"),
+        pytest.param(["1704067200", "1704070800", "1704074400.0"], id="epoch seconds are read as UTC"),
+        pytest.param(["2024-01-01T00:00:00Z", "1704070800", "2024-01-01T02:00:00"], id="the forms can be mixed"),
+    ],
+)
+def test_a_trace_accepts_iso_times_with_z_or_an_offset_and_epoch_seconds(tmp_path: pathlib.Path,
+                                                                         rows: list[str]) -> None:
+    path = write(tmp_path, "timestamp,value\n" + "".join(f"{moment},{value}\n" for value, moment in enumerate(rows)))
+    loaded = trace.load(path)
+    assert loaded.step == 3600
+    assert [loaded.timestamp(int(epoch)).isoformat() for epoch in loaded.series.times()] == [
+        "2024-01-01T00:00:00", "2024-01-01T01:00:00", "2024-01-01T02:00:00"]
 
 
 def test_every_bad_row_is_listed_up_to_ten(tmp_path: pathlib.Path) -> None:

@@ -1,7 +1,8 @@
 """The ``healthscale`` command, run in-process: a backtest on 17 days of the real call-centre trace writes a
 plan with one row per scored interval and prints the comparison table; bad manifests and traces exit 2
-naming the field path or line and the rule; ``crds --check`` passes on the repository's CRDs and fails
-on a tampered copy.
+naming the field path or line and the rule; every other user mistake (paths, missing files, no cluster
+credentials, no plot extra) exits with its exact message and no traceback; ``--version`` and plain help;
+``crds --check`` passes on the repository's CRDs and fails on a tampered copy.
 """
 
 from __future__ import annotations
@@ -9,9 +10,13 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import importlib.metadata
 import io
+import os
 import pathlib
+import re
 import shutil
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -151,8 +156,8 @@ def test_the_printed_table_has_healthscale_and_oracle_rows(backtest: Backtest) -
                      ("expected exactly one ClinicalSLO document, found 0",),
                      id="a file without a ClinicalSLO says so"),
         pytest.param(("journey:", "journey: [unclosed"),
-                     ("not valid YAML",),
-                     id="broken YAML says it is not valid YAML"),
+                     ("not valid YAML", "line 6, column 14"),
+                     id="broken YAML says it is not valid YAML and names the line"),
     ],
 )
 def test_a_malformed_manifest_exits_2_naming_the_field_and_rule(
@@ -213,13 +218,6 @@ def test_a_bad_warmup_exits_2(call_centre_slice: pathlib.Path, tmp_path: pathlib
     assert outcome.stderr.startswith(message)
 
 
-def test_a_missing_trace_file_exits_2(tmp_path: pathlib.Path) -> None:
-    outcome = run("backtest", "--trace", str(tmp_path / "absent.csv"), "--slo", str(CALL_CENTRE_SLO),
-                  "--output", str(tmp_path / "PLAN.csv"))
-    assert outcome.code == 2
-    assert "cannot read trace" in outcome.stderr
-
-
 # --- crds --check --------------------------------------------------------------------------------------------------
 
 
@@ -261,3 +259,168 @@ def test_crds_writes_files_that_then_pass_the_check(tmp_path: pathlib.Path) -> N
     assert sorted(path.name for path in target.iterdir()) == generated == ["clinicalslos.healthscale.io.yaml",
                                                                            "surgeschedules.healthscale.io.yaml"]
     assert run("crds", "--check", "--output-dir", str(target)).code == 0
+
+
+# --- Every user mistake: its exact message and exit code, never a traceback --------------------------------------
+
+
+NO_CLUSTER = ("error: no cluster credentials: not in a pod with a ServiceAccount, and no kubeconfig at $KUBECONFIG "
+              "or ~/.kube/config. Set KUBECONFIG to the cluster's kubeconfig (as for kubectl), or run in the cluster "
+              "with a ServiceAccount\n")
+
+
+@dataclasses.dataclass(frozen=True)
+class Mistake:
+    arguments: tuple[str, ...]
+    """The command line; {tmp} is a fresh directory holding trace.csv, slo.yaml (valid), broken.yaml, a-file."""
+    stderr: str
+    """The exact message, {tmp} expanded."""
+    code: int = 2
+
+
+BACKTEST = ("backtest", "--trace", "{tmp}/trace.csv", "--slo", "{tmp}/slo.yaml")
+MISTAKES = [
+    pytest.param(Mistake((*BACKTEST, "--output", "{tmp}"),
+                         "error: --output {tmp}: is a directory; name a file in it, e.g. {tmp}/plan.csv\n"),
+                 id="an output path that is a directory is refused before the replay"),
+    pytest.param(Mistake((*BACKTEST, "--output", "{tmp}/absent/plan.csv"),
+                         "error: --output {tmp}/absent/plan.csv: the directory {tmp}/absent does not exist "
+                         "(create it first)\n"),
+                 id="an output path in a missing directory names the directory"),
+    pytest.param(Mistake((*BACKTEST, "--output", "{tmp}/a-file/plan.csv"),
+                         "error: --output {tmp}/a-file/plan.csv: {tmp}/a-file is not a directory\n"),
+                 id="an output path under a file says the parent is not a directory"),
+    pytest.param(Mistake((*BACKTEST, "--output", "{tmp}/plan.csv", "--plot", "{tmp}"),
+                         "error: --plot {tmp}: is a directory; name a file in it, e.g. {tmp}/plan.png\n"),
+                 id="a plot path that is a directory is refused before the replay"),
+    pytest.param(Mistake((*BACKTEST, "--output", "{tmp}/plan.csv", "--plot", "{tmp}/absent/plan.png"),
+                         "error: --plot {tmp}/absent/plan.png: the directory {tmp}/absent does not exist "
+                         "(create it first)\n"),
+                 id="a plot path in a missing directory names the directory"),
+    pytest.param(Mistake((*BACKTEST, "--output", "{tmp}/plan.csv", "--plot", "{tmp}/plan.csv"),
+                         "error: --plot {tmp}/plan.csv: is the same file as --output\n"),
+                 id="a plot path equal to the output path is refused"),
+    pytest.param(Mistake(("backtest", "--trace", "{tmp}/trace.csv", "--slo", "{tmp}/absent.yaml", "--output",
+                          "{tmp}/plan.csv"), "error: --slo {tmp}/absent.yaml: the file does not exist\n"),
+                 id="a missing SLO file says the file does not exist"),
+    pytest.param(Mistake(("backtest", "--trace", "{tmp}/trace.csv", "--slo", "{tmp}", "--output", "{tmp}/plan.csv"),
+                         "error: --slo {tmp}: is a directory, not a file\n"),
+                 id="an SLO path that is a directory says so"),
+    pytest.param(Mistake((*BACKTEST, "--schedule", "{tmp}/absent.yaml", "--output", "{tmp}/plan.csv"),
+                         "error: --schedule {tmp}/absent.yaml: the file does not exist\n"),
+                 id="a missing schedule file says the file does not exist"),
+    pytest.param(Mistake(("backtest", "--trace", "{tmp}/absent.csv", "--slo", "{tmp}/slo.yaml", "--output",
+                          "{tmp}/plan.csv"), "error: --trace {tmp}/absent.csv: the file does not exist\n"),
+                 id="a missing trace file says the file does not exist"),
+    pytest.param(Mistake(("backtest", "--trace", "{tmp}/trace.csv", "--slo", "{tmp}/broken.yaml", "--output",
+                          "{tmp}/plan.csv"),
+                         "error: {tmp}/broken.yaml: invalid manifest:\n  - line 4, column 5: not valid YAML: expected "
+                         "',' or '}}', but got ':' (while parsing a flow mapping started at line 3, column 11)\n"),
+                 id="broken YAML names the file, the line and the column"),
+    pytest.param(Mistake((*BACKTEST, "--output", "{tmp}/plan.csv", "--warmup-days", "-1"),
+                         "error: --warmup-days must be >= 0\n"),
+                 id="a negative warm-up is refused"),
+    pytest.param(Mistake(("explain", "ed-triage-chart"),
+                         "error: explain 'ed-triage-chart': name the ClinicalSLO as NAMESPACE/NAME, e.g. "
+                         "ehr/ed-triage-chart\n"),
+                 id="explain without a namespace asks for NAMESPACE/NAME"),
+    pytest.param(Mistake(("explain", "ehr/ed-triage-chart"), NO_CLUSTER),
+                 id="explain without cluster credentials says how to provide them"),
+    pytest.param(Mistake(("run", "--prometheus-url", "http://prometheus:9090"), NO_CLUSTER),
+                 id="run without cluster credentials says how to provide them"),
+    pytest.param(Mistake(("release", "--dry-run"), NO_CLUSTER),
+                 id="release without cluster credentials says how to provide them"),
+    pytest.param(Mistake(("run", "--prometheus-url", "http://prometheus:9090", "--prometheus-bearer-token-file",
+                          "{tmp}/absent-token"),
+                         "error: --prometheus-bearer-token-file: cannot read {tmp}/absent-token: No such file or "
+                         "directory\n"),
+                 id="run with a missing bearer-token file names the option and the file"),
+]
+
+
+@pytest.fixture
+def no_cluster(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither a pod's ServiceAccount nor a kubeconfig."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_PORT", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+@pytest.mark.parametrize("mistake", MISTAKES)
+@pytest.mark.usefixtures("no_cluster")
+def test_a_user_mistake_exits_with_its_exact_message(tmp_path: pathlib.Path, mistake: Mistake) -> None:
+    (tmp_path / "trace.csv").write_text("timestamp,value\n2024-01-01T00:00:00,1\n", encoding="utf-8")
+    shutil.copy(CALL_CENTRE_SLO, tmp_path / "slo.yaml")
+    (tmp_path / "broken.yaml").write_text("apiVersion: healthscale.io/v1alpha1\nkind: ClinicalSLO\n"
+                                          "metadata: {name: x\nspec: {}\n", encoding="utf-8")
+    (tmp_path / "a-file").write_text("", encoding="utf-8")
+    outcome = run(*(argument.format(tmp=tmp_path) for argument in mistake.arguments))
+    assert (outcome.code, outcome.stderr) == (mistake.code, mistake.stderr.format(tmp=tmp_path))
+    assert "Traceback" not in outcome.stdout + outcome.stderr
+    assert not (tmp_path / "plan.csv").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_an_unwritable_output_directory_is_refused_before_the_replay(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "trace.csv").write_text("timestamp,value\n", encoding="utf-8")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        outcome = run("backtest", "--trace", str(tmp_path / "trace.csv"), "--slo", str(CALL_CENTRE_SLO),
+                      "--output", str(locked / "plan.csv"))
+    finally:
+        locked.chmod(0o700)
+    assert (outcome.code, outcome.stderr) == (2, f"error: --output {locked}/plan.csv: permission denied "
+                                                 "(cannot write there)\n")
+
+
+def test_plot_without_matplotlib_names_the_extra_before_the_replay(tmp_path: pathlib.Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "trace.csv").write_text("timestamp,value\n", encoding="utf-8")
+    for name in [name for name in sys.modules if name == "matplotlib" or name.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what an install without the plot extra looks like
+    outcome = run("backtest", "--trace", str(tmp_path / "trace.csv"), "--slo", str(CALL_CENTRE_SLO),
+                  "--output", str(tmp_path / "plan.csv"), "--plot", str(tmp_path / "plan.png"))
+    assert (outcome.code, outcome.stderr) == (
+        2, f"error: --plot {tmp_path}/plan.png: plotting needs the plot extra: pip install 'healthscale[plot]'\n")
+    assert not (tmp_path / "plan.csv").exists()
+
+
+def test_an_unusable_kubeconfig_is_named_with_what_is_wrong(tmp_path: pathlib.Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n", encoding="utf-8")
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    outcome = run("run", "--prometheus-url", "http://prometheus:9090")
+    assert outcome.code == 2
+    assert outcome.stderr.startswith(f"error: cannot use the kubeconfig {kubeconfig}: "), outcome.stderr
+    assert "Traceback" not in outcome.stderr
+
+
+# --- --version and plain help ----------------------------------------------------------------------------------
+
+
+def test_version_prints_the_package_version() -> None:
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout), pytest.raises(SystemExit) as exited:
+        cli.main(["--version"])
+    assert exited.value.code == 0
+    assert stdout.getvalue() == f"healthscale {importlib.metadata.version('healthscale')}\n"
+
+
+@pytest.mark.parametrize("command", [(), ("backtest",), ("run",), ("explain",), ("release",), ("crds",)],
+                         ids=lambda command: f"the help of healthscale {' '.join(command)} is plain text".replace(
+                             "  ", " "))
+def test_help_is_plain_text_without_markup(command: tuple[str, ...]) -> None:
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout), pytest.raises(SystemExit) as exited:
+        cli.main([*command, "--help"])
+    assert exited.value.code == 0
+    text = stdout.getvalue()
+    assert text.startswith("usage: healthscale")
+    assert "``" not in text
+    assert not re.search(r":[a-z]+:`", text), text

@@ -415,6 +415,7 @@ def evaluate(rules: list[dict[str, str]], value: Any, schema: dict[str, Any]) ->
 
 
 CAPACITY_RULE = "minReplicas must be <= maxReplicas"
+PER_REPLICA_RULE = "perReplica must be at least 0.000001"
 ERRORS_RULE = "errors and total must be given together"
 RESIDENCY_RULE = "regions must list at least one region unless dataClass is none"
 SURGE_KIND_RULE = "a surge has either cron and duration, or start and end"
@@ -423,6 +424,10 @@ RAISE_RULE = "a surge must raise demand (multiplier > 1) or set a floor (minRepl
 CRON_RULE = "cron must have five fields (minute hour day-of-month month day-of-week) or be a macro such as @daily"
 SELECTS_RULE = "select ClinicalSLOs with selector, sloRefs or both"
 VALUES_RULE = "values must be non-empty for In and NotIn and empty for Exists and DoesNotExist"
+CRON_RANGE_RULE = ("cron fields must be in range: minute 0-59, hour 0-23, day-of-month 1-31, month 1-12 or jan-dec,"
+                   " day-of-week 0-7 or sun-sat, steps 1 or more")
+STEP_RULE, HISTORY_RULE, HORIZON_RULE = "must be between 1m and 1d", "must be at most 90d", "must be at most 7d"
+WINDOW_RULE, DURATION_RULE, LEAD_RULE = "must be between 1h and 90d", "must be between 1s and 366d", "must be at most 7d"
 
 ROUNDS = {"name": "rounds", "cron": "0 7 * * 1-5", "duration": "2h", "multiplier": 1.5}
 RANGE = {"name": "flu", "start": "2026-12-01", "end": "2027-03-01", "multiplier": 1.3}
@@ -436,6 +441,8 @@ CEL_CASES: list[tuple[str, str, Any, str | None]] = [
     ("ClinicalSLO", "spec.capacity", {"perReplica": 40, "maxReplicas": 1}, None),
     ("ClinicalSLO", "spec.capacity", {"perReplica": 40, "minReplicas": 61, "maxReplicas": 60}, CAPACITY_RULE),
     ("ClinicalSLO", "spec.capacity", {"perReplica": 40, "minReplicas": 2, "maxReplicas": 1}, CAPACITY_RULE),
+    ("ClinicalSLO", "spec.capacity", {"perReplica": 0.000001, "maxReplicas": 60}, None),
+    ("ClinicalSLO", "spec.capacity", {"perReplica": 0.0000009, "maxReplicas": 60}, PER_REPLICA_RULE),
     ("ClinicalSLO", "spec.indicators", {"demand": "d"}, None),
     ("ClinicalSLO", "spec.indicators", {"demand": "d", "errors": "e", "total": "t"}, None),
     ("ClinicalSLO", "spec.indicators", {"demand": "d", "errors": "e"}, ERRORS_RULE),
@@ -475,6 +482,30 @@ CEL_CASES: list[tuple[str, str, Any, str | None]] = [
     ("SurgeSchedule", "spec.surges[0]", {**ROUNDS, "cron": "0 7 * * 1-5 2026"}, CRON_RULE),
     ("SurgeSchedule", "spec.surges[0]", {**ROUNDS, "cron": "@reboot"}, CRON_RULE),
     ("SurgeSchedule", "spec.surges[0]", {**ROUNDS, "cron": "@every 5m"}, CRON_RULE),
+    ("SurgeSchedule", "spec.surges[0]", {**ROUNDS, "cron": "60 * * * *"}, CRON_RANGE_RULE),
+    ("SurgeSchedule", "spec.surges[0]", {**ROUNDS, "cron": "0 24 * * *"}, CRON_RANGE_RULE),
+    ("SurgeSchedule", "spec.surges[0]", {**ROUNDS, "cron": "0 0 0 * *"}, CRON_RANGE_RULE),
+    ("SurgeSchedule", "spec.surges[0]", {**ROUNDS, "cron": "0 0 * 13 *"}, CRON_RANGE_RULE),
+    ("SurgeSchedule", "spec.surges[0]", {**ROUNDS, "cron": "0 0 * * 8"}, CRON_RANGE_RULE),
+    ("SurgeSchedule", "spec.surges[0]", {**ROUNDS, "cron": "*/0 * * * *"}, CRON_RANGE_RULE),
+    ("SurgeSchedule", "spec.surges[0]", {**ROUNDS, "cron": "0 0 * * fun"}, CRON_RANGE_RULE),
+    ("SurgeSchedule", "spec.surges[0]", {**ROUNDS, "cron": "59 23 31 12 7"}, None),
+    ("SurgeSchedule", "spec.surges[0].duration", "1s", None),
+    ("SurgeSchedule", "spec.surges[0].duration", "8784h", None),
+    ("SurgeSchedule", "spec.surges[0].duration", "0s", DURATION_RULE),
+    ("SurgeSchedule", "spec.surges[0].duration", "8785h", DURATION_RULE),
+    ("SurgeSchedule", "spec.surges[0].leadTime", "168h", None),
+    ("SurgeSchedule", "spec.surges[0].leadTime", "10081m", LEAD_RULE),
+    ("ClinicalSLO", "spec.forecast.step", "1m", None),
+    ("ClinicalSLO", "spec.forecast.step", "59s", STEP_RULE),
+    ("ClinicalSLO", "spec.forecast.step", "1441m", STEP_RULE),
+    ("ClinicalSLO", "spec.forecast.history", "2160h", None),
+    ("ClinicalSLO", "spec.forecast.history", "2161h", HISTORY_RULE),
+    ("ClinicalSLO", "spec.forecast.horizon", "168h", None),
+    ("ClinicalSLO", "spec.forecast.horizon", "169h", HORIZON_RULE),
+    ("ClinicalSLO", "spec.objectives.window", "1h", None),
+    ("ClinicalSLO", "spec.objectives.window", "59m", WINDOW_RULE),
+    ("ClinicalSLO", "spec.objectives.window", "2161h", WINDOW_RULE),
     ("SurgeSchedule", "spec", SCHEDULE_SPEC, None),
     ("SurgeSchedule", "spec", {**SCHEDULE_SPEC, "sloRefs": []}, None),
     ("SurgeSchedule", "spec", {key: v for key, v in SCHEDULE_SPEC.items() if key != "selector"}, None),
@@ -501,6 +532,8 @@ CEL_IDS = [
     "the defaulted minReplicas of 1 passes with maxReplicas 1",
     "minReplicas above maxReplicas fails",
     "maxReplicas below minReplicas fails",
+    "the smallest perReplica passes",
+    "a perReplica so small that replicas could overflow fails",
     "demand alone passes",
     "errors with total passes",
     "errors without total fails",
@@ -535,6 +568,30 @@ CEL_IDS = [
     "six cron fields fail",
     "an unknown macro fails",
     "a non-cron @every fails",
+    "minute 60 fails the range rule",
+    "hour 24 fails the range rule",
+    "day of month 0 fails the range rule",
+    "month 13 fails the range rule",
+    "day of week 8 fails the range rule",
+    "a zero step fails the range rule",
+    "an unknown weekday name fails the range rule",
+    "the last value of every field passes",
+    "a one-second surge passes",
+    "a surge of 366 days in hours passes",
+    "a zero-length surge fails",
+    "a surge one hour longer than 366 days fails",
+    "a lead time of 7 days in hours passes",
+    "a lead time a minute over 7 days fails",
+    "a one-minute step passes",
+    "a step under a minute fails",
+    "a step a minute over a day fails",
+    "90 days of history in hours passes",
+    "history an hour over 90 days fails",
+    "a horizon of 7 days in hours passes",
+    "a horizon an hour over 7 days fails",
+    "a one-hour SLO window passes",
+    "an SLO window under an hour fails",
+    "an SLO window over 90 days fails",
     "selector and sloRefs pass",
     "a selector with an empty sloRefs passes",
     "sloRefs alone pass",

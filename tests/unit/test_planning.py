@@ -389,6 +389,8 @@ def test_a_spec_quantile_overrides_the_criticality(slo_document: dict[str, Any])
         pytest.param(30.000000001, 0.0, 3, id="float noise above a whole count does not add a replica"),
         pytest.param(30.1, 0.0, 4, id="real demand above a whole count adds a replica"),
         pytest.param(100.0, 0.1, 11, id="100 with 10% headroom needs 11"),
+        pytest.param(float("inf"), 0.1, planning.REPLICA_CEILING, id="infinite demand asks for everything, not an overflow"),
+        pytest.param(1e308, 5.0, planning.REPLICA_CEILING, id="demand too large to count asks for everything"),
     ],
 )
 def test_replicas_for_rounds_up(demand: float, headroom: float, replicas: int) -> None:

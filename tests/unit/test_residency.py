@@ -40,6 +40,7 @@ LABEL = residency.DEFAULT_REGION_LABEL
 EU = residency.Policy(LABEL, ("eu-west-1", "eu-central-1"))
 NOW = 1_780_000_200
 REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
+NO_STATUS = clinicalslo.ClinicalSLOStatus()
 
 
 def expression(key: str, operator: str, *values: str) -> dict[str, Any]:
@@ -336,7 +337,7 @@ class FakeCluster:
                                 owned: residency.Policy | None) -> None:
         if self.conflicts:
             self.conflicts -= 1
-            raise kube.ApiError("HTTP 409 Conflict", retryable=True)
+            raise kube.ApiError("HTTP 409 Conflict", retryable=True, status=409)
         self.writes.append(required)
         node_affinity = dict((self.affinity or {}).get("nodeAffinity") or {})
         node_affinity[REQUIRED] = required
@@ -367,7 +368,7 @@ def slo(slo_document: dict[str, Any], mode: str = "Active", regions: list[str] |
 
 
 def conditions(outcome: service.Outcome) -> dict[str, tuple[str, str]]:
-    return {item["type"]: (item["status"], item["reason"]) for item in outcome.conditions}
+    return {item.type: (item.status, item.reason) for item in outcome.conditions}
 
 
 def test_an_active_slo_writes_the_merged_requirement_once_and_reports_compliance(
@@ -375,42 +376,43 @@ def test_an_active_slo_writes_the_merged_requirement_once_and_reports_compliance
     cluster = FakeCluster(affinity=required({"matchExpressions": [ARCH]}),
                           pods_=[residency.Pod("p1", "kwok-eu-west-1a", "Running")])
     resource = slo(slo_document, regions=["eu-west-1", "eu-central-1"])
-    outcome = service.run(resource, NOW, cluster, service.Settings(), {})
+    outcome = service.run(resource, NOW, cluster, service.Settings(), NO_STATUS)
     assert cluster.writes == [{"nodeSelectorTerms": [{"matchExpressions": [ARCH, EU.requirement()]}]}]
     assert cluster.owned == EU
     assert conditions(outcome) == {"ResidencyCompliant": ("True", "PodsInAllowedRegions"),
                                    "ResidencyCapacityShortfall": ("False", "NoPendingReplicas")}
     assert [event.reason for event in outcome.events] == ["ResidencyEnforced"]
-    assert outcome.status == {"compliant": True, "label": LABEL, "regions": ["eu-west-1", "eu-central-1"],
-                              "enforced": True, "violations": [], "shortfall": None, "evicted": []}
-    again = service.run(resource, NOW + 60, cluster, service.Settings(), {"conditions": list(outcome.conditions)})
+    assert outcome.status == clinicalslo.ResidencyStatus(compliant=True, label=LABEL, regions=("eu-west-1", "eu-central-1"),
+                                                         enforced=True, violations=(), shortfall=None, evicted=())
+    again = service.run(resource, NOW + 60, cluster, service.Settings(),
+                        clinicalslo.ClinicalSLOStatus(conditions=outcome.conditions))
     assert len(cluster.writes) == 1, "an enforced template is not written again"
     assert again.events == ()
-    assert again.conditions[0]["lastTransitionTime"] == outcome.conditions[0]["lastTransitionTime"]
+    assert again.conditions[0].last_transition_time == outcome.conditions[0].last_transition_time
 
 
 def test_preview_never_writes_and_says_the_template_is_not_restricted(slo_document: dict[str, Any]) -> None:
     cluster = FakeCluster(pods_=[residency.Pod("p1", "kwok-eu-west-1a", "Running")])
-    outcome = service.run(slo(slo_document, mode="Preview", regions=["eu-west-1"]), NOW, cluster, service.Settings(), {})
+    outcome = service.run(slo(slo_document, mode="Preview", regions=["eu-west-1"]), NOW, cluster, service.Settings(), NO_STATUS)
     assert cluster.writes == []
     assert conditions(outcome)["ResidencyCompliant"] == ("False", "TemplateNotRestricted")
-    assert "Preview or dry run" in outcome.conditions[0]["message"]
-    assert outcome.status is not None and outcome.status["enforced"] is False
+    assert "Preview or dry run" in outcome.conditions[0].message
+    assert outcome.status is not None and outcome.status.enforced is False
 
 
 def test_a_concurrent_edit_is_merged_again_instead_of_failing(slo_document: dict[str, Any]) -> None:
     cluster = FakeCluster(conflicts=1)
-    service.run(slo(slo_document, regions=["eu-west-1"]), NOW, cluster, service.Settings(), {})
+    service.run(slo(slo_document, regions=["eu-west-1"]), NOW, cluster, service.Settings(), NO_STATUS)
     assert len(cluster.writes) == 1
 
 
 def test_violations_are_reported_with_pod_node_and_region_and_raise_an_event(slo_document: dict[str, Any]) -> None:
     cluster = FakeCluster(pods_=[residency.Pod("p1", "kwok-us-east-1a", "Running"),
                                  residency.Pod("p2", "kwok-eu-west-1a", "Running")])
-    outcome = service.run(slo(slo_document, regions=["eu-west-1"]), NOW, cluster, service.Settings(), {})
+    outcome = service.run(slo(slo_document, regions=["eu-west-1"]), NOW, cluster, service.Settings(), NO_STATUS)
     assert outcome.report() == [{"pod": "p1", "node": "kwok-us-east-1a", "region": "us-east-1"}]
     assert conditions(outcome)["ResidencyCompliant"] == ("False", "PodsOutsideRegions")
-    assert "p1 on kwok-us-east-1a (us-east-1)" in outcome.conditions[0]["message"]
+    assert "p1 on kwok-us-east-1a (us-east-1)" in outcome.conditions[0].message
     warning = next(event for event in outcome.events if event.reason == "ResidencyViolation")
     assert warning.type == "Warning" and "p1" in warning.message
     assert cluster.evictions == [], "eviction is opt-in"
@@ -421,7 +423,7 @@ def test_evict_mode_evicts_violators_and_reports_those_a_budget_protects(slo_doc
                                  residency.Pod("p2", "bare", "Running"),
                                  residency.Pod("p3", "kwok-us-east-1a", "Running", terminating=True)],
                           blocked={"p2"})
-    outcome = service.run(slo(slo_document, regions=["eu-west-1"]), NOW, cluster, service.Settings(evict=True), {})
+    outcome = service.run(slo(slo_document, regions=["eu-west-1"]), NOW, cluster, service.Settings(evict=True), NO_STATUS)
     assert cluster.evictions == ["p1"], "p2 is protected by its budget, p3 is already going"
     assert outcome.evicted == ("p1",)
     reasons = [event.reason for event in outcome.events]
@@ -431,23 +433,24 @@ def test_evict_mode_evicts_violators_and_reports_those_a_budget_protects(slo_doc
 def test_evict_mode_holds_while_replacements_could_land_outside(slo_document: dict[str, Any]) -> None:
     cluster = FakeCluster(pods_=[residency.Pod("p1", "kwok-us-east-1a", "Running")])
     outcome = service.run(slo(slo_document, mode="Preview", regions=["eu-west-1"]), NOW, cluster,
-                          service.Settings(evict=True), {})
+                          service.Settings(evict=True), NO_STATUS)
     assert cluster.evictions == []
     assert outcome.evicted == ()
 
 
 def test_a_shortfall_is_a_condition_and_an_event_and_never_a_wider_requirement(slo_document: dict[str, Any]) -> None:
     cluster = FakeCluster(pods_=[residency.Pod("p1", None, unschedulable=True)])
-    outcome = service.run(slo(slo_document, regions=["ap-south-1"]), NOW, cluster, service.Settings(), {})
+    outcome = service.run(slo(slo_document, regions=["ap-south-1"]), NOW, cluster, service.Settings(), NO_STATUS)
     assert conditions(outcome)["ResidencyCapacityShortfall"] == ("True", "AllowedRegionsFull")
     assert outcome.status is not None
-    assert outcome.status["shortfall"] == {"replicas": 1, "regions": ["ap-south-1"], "regionsWithoutNodes": ["ap-south-1"]}
+    assert outcome.status.shortfall == clinicalslo.ResidencyShortfall(replicas=1, regions=("ap-south-1",),
+                                                                      regions_without_nodes=("ap-south-1",))
     assert cluster.writes == [{"nodeSelectorTerms": [{"matchExpressions": [expression(LABEL, "In", "ap-south-1")]}]}]
 
 
 def test_dropping_residency_from_the_slo_removes_only_what_healthscale_added(slo_document: dict[str, Any]) -> None:
     cluster = FakeCluster(affinity=required({"matchExpressions": [ARCH, EU.requirement()]}), owned=EU)
-    outcome = service.run(slo(slo_document, regions=None), NOW, cluster, service.Settings(), {})
+    outcome = service.run(slo(slo_document, regions=None), NOW, cluster, service.Settings(), NO_STATUS)
     assert cluster.writes == [{"nodeSelectorTerms": [{"matchExpressions": [ARCH]}]}]
     assert cluster.owned is None
     assert outcome.status is None and outcome.conditions == ()
@@ -512,19 +515,6 @@ def test_the_self_signed_certificate_names_the_loopback_address_and_serves_tls()
     assert key.startswith(b"-----BEGIN PRIVATE KEY-----")
 
 
-@pytest.mark.parametrize(
-    ("selector", "expected"),
-    [
-        pytest.param({"matchLabels": {"b": "2", "a": "1"}}, "a=1,b=2", id="match labels sorted"),
-        pytest.param({"matchExpressions": [expression("tier", "In", "web", "api"), expression("x", "Exists"),
-                                           expression("y", "DoesNotExist"), expression("z", "NotIn", "q")]},
-                     "tier in (web,api),x,!y,z notin (q)", id="every expression operator"),
-    ],
-)
-def test_a_workload_selector_becomes_a_list_selector(selector: dict[str, Any], expected: str) -> None:
-    assert placement.selector_string(selector) == expected
-
-
 def test_the_run_command_takes_the_residency_settings() -> None:
     arguments = cli._parser().parse_args([
         "run", "--prometheus-url", "http://p:9090", "--region-label", "node-restriction.kubernetes.io/region",
@@ -539,7 +529,7 @@ def test_the_run_command_takes_the_residency_settings() -> None:
 
 def test_residency_metrics_follow_the_outcome_and_are_forgotten(slo_document: dict[str, Any]) -> None:
     cluster = FakeCluster(pods_=[residency.Pod("p1", "kwok-us-east-1a", "Running"), residency.Pod("p2", None, unschedulable=True)])
-    outcome = service.run(slo(slo_document, regions=["eu-west-1", "ap-south-1"]), NOW, cluster, service.Settings(), {})
+    outcome = service.run(slo(slo_document, regions=["eu-west-1", "ap-south-1"]), NOW, cluster, service.Settings(), NO_STATUS)
     metrics.record_residency("ehr", "metrics-test", outcome)
     registry = prometheus_client.REGISTRY
     assert registry.get_sample_value("healthscale_residency_violations", {"namespace": "ehr", "clinicalslo": "metrics-test"}) == 1

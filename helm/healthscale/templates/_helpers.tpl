@@ -92,3 +92,10 @@ The ValidatingWebhookConfiguration the operator fills in. Its name is fixed in t
 {{/* Paths inside the container for mounted secrets (the root filesystem is read-only). */}}
 {{- define "healthscale.prometheusTokenPath" -}}/var/run/secrets/healthscale/prometheus-token/{{ .Values.prometheus.auth.bearerTokenSecret.key }}{{- end }}
 {{- define "healthscale.prometheusCAPath" -}}/var/run/secrets/healthscale/prometheus-ca/{{ .Values.prometheus.auth.caSecret.key }}{{- end }}
+
+{{/* The uninstall hook's annotations (templates/release-hook.yaml): RBAC first, by weight. */}}
+{{- define "healthscale.releaseHook.annotations" -}}
+helm.sh/hook: pre-delete
+helm.sh/hook-weight: {{ .weight | quote }}
+helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+{{- end }}

@@ -83,3 +83,27 @@ framework). tests/chart/test_rbac_least_privilege.py derives the same set from t
   resourceNames: [{{ .name | quote }}]
   verbs: [patch]
 {{- end }}
+
+{{- /* The uninstall hook's `healthscale release` (templates/release-hook.yaml), wherever
+ClinicalSLOs are served. */ -}}
+{{- define "healthscale.rbac.releaseRules" -}}
+# healthscale release: list the ClinicalSLOs, and remove healthscale's finalizer (a JSON patch).
+- apiGroups: [healthscale.io]
+  resources: [clinicalslos]
+  verbs: [list, patch]
+# healthscale release: clear the records in status once everything is restored.
+- apiGroups: [healthscale.io]
+  resources: [clinicalslos/status]
+  verbs: [patch]
+# healthscale release: put back replicas (scale subresource) and HPA floors.
+- apiGroups: [apps]
+  resources: [deployments/scale, statefulsets/scale]
+  verbs: [patch]
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
+  verbs: [patch]
+# healthscale release: say on each ClinicalSLO what was restored and what was left.
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+{{- end }}

@@ -1,56 +1,58 @@
-"""Reads and scales a ClinicalSLO's target workload through the Kubernetes API.
+"""The Kubernetes API as the service sees it: ``ports.Workloads`` and ``ports.Records``.
 
-The only module (besides Kopf itself) that talks to the API server. Writes use the field manager
-``healthscale`` and touch one field each: the scale subresource's ``spec.replicas``, an HPA's
-``spec.minReplicas``, or a pod's ``controller.kubernetes.io/pod-deletion-cost`` annotation.
+Owns every request healthscale makes for its reconcile (Kopf's own aside): reading the target
+workload and its HPA, writing one field of one exact object, pod-deletion costs, SurgeSchedule
+status, and ClinicalSLO ``status.originals`` and finalizers. Also owns how any request is made
+(``Api``): a (connect, read) timeout on every call, no urllib3 retries, and the mapping of every
+failure to ``ports.NotFound`` or ``ports.ApiError``; ``adapters.placement`` uses the same.
+
+Writes use the field manager ``healthscale`` and touch one field each: the scale subresource's
+``spec.replicas``, an HPA's ``spec.minReplicas``, a pod's pod-deletion-cost annotation, a status.
+Writes to a workload or HPA carry its uid as a precondition (``metadata.uid`` in the merge
+patch): the API server refuses the write when the object of that name is another one (deleted and
+re-created), and that refusal is a ``NotFound``.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
+import copy
 import json
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import kubernetes
+import urllib3
+
+from healthscale import ports
+from healthscale.domain import selectors
 
 FIELD_MANAGER = "healthscale"
 HPA_CACHE_SECONDS = 10.0
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+TIMEOUT: tuple[float, float] = (3.0, 15.0)
+"""Default (connect, read) timeout of every request, in seconds."""
+GROUP, VERSION = "healthscale.io", "v1alpha1"
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+WORKLOAD_KINDS = ("Deployment", "StatefulSet")
+HPA_KIND = "HorizontalPodAutoscaler"
 
+# The errors of the ports, under the names the runtime and residency code have always used.
+TargetNotFound = ports.NotFound
+ApiError = ports.ApiError
+Target = ports.Target
+Hpa = ports.Hpa
 
-class TargetNotFound(Exception):
-    """The workload named by targetRef does not exist (yet)."""
-
-
-class ApiError(Exception):
-    """The API server refused or failed a request; ``retryable`` says whether to try again."""
-
-    def __init__(self, message: str, retryable: bool) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-
-
-@dataclasses.dataclass(frozen=True)
-class Hpa:
-    """A HorizontalPodAutoscaler that targets the workload."""
-
-    name: str
-    min_replicas: int
-    max_replicas: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Target:
-    """The workload as it is now."""
-
-    kind: str
-    name: str
-    replicas: int
-    ready_replicas: int
-    selector: str
-    hpa: Hpa | None
+# The scale subresource's refusal when the scale's metadata.uid is not the workload's
+# (k8s.io/kubernetes pkg/registry/apps/*/storage: scaleUpdatedObjectInfo).
+_UID_PRECONDITION = "Precondition failed: UID"
+# The object's own refusal of a different metadata.uid in a patch (ValidateObjectMetaUpdate).
+_UID_IMMUTABLE = "metadata.uid: Invalid value"
+# Status codes that say "try again later": conflict, request timeout, throttled, server side.
+_RETRYABLE = frozenset({408, 409, 429})
 
 
 def load_config() -> None:
@@ -61,127 +63,422 @@ def load_config() -> None:
         kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
 
 
-def _name(item: Any) -> str:
-    return str(item.metadata.name) if item.metadata is not None else ""
-
-
-def _error(error: kubernetes.client.ApiException, doing: str) -> Exception:
-    if error.status == 404:
-        return TargetNotFound(f"{doing}: not found")
-    retryable = error.status in (409, 429) or (error.status or 0) >= 500
-    return ApiError(f"{doing}: HTTP {error.status} {error.reason}", retryable)
-
-
-def read_workload(apps: kubernetes.client.AppsV1Api, namespace: str, kind: str, name: str) -> dict[str, Any]:
-    """A Deployment or StatefulSet as the API's JSON (camelCase dicts).
-
-    Read raw rather than as client models: building the models costs more CPU than the request
-    itself, and every ClinicalSLO reads its target each cycle.
-    """
-    response: Any  # urllib3's response: the body is parsed here, not by the client's models
+def _server_message(error: kubernetes.client.ApiException) -> str:
+    """The ``message`` of the Status the API server sent with an error, if any."""
     try:
-        if kind == "StatefulSet":
-            response = apps.read_namespaced_stateful_set(name, namespace, _preload_content=False)
-        else:
-            response = apps.read_namespaced_deployment(name, namespace, _preload_content=False)
+        body = json.loads(error.body or "")
+    except (TypeError, ValueError):
+        return ""
+    return str(body.get("message") or "") if isinstance(body, dict) else ""
+
+
+def _from_status(error: kubernetes.client.ApiException, doing: str) -> ports.NotFound | ports.ApiError:
+    status = int(error.status or 0)
+    if status == 404:
+        return ports.NotFound(f"{doing}: not found")
+    message = _server_message(error)
+    text = f"{doing}: HTTP {status} {error.reason or ''}".rstrip() + (f": {message}" if message else "")
+    return ports.ApiError(text, retryable=status in _RETRYABLE or status >= 500 or status == 0, status=status)
+
+
+@contextlib.contextmanager
+def errors(doing: str) -> Iterator[None]:
+    """Turn whatever a request (and reading its answer) raises into ``ports.NotFound``/``ApiError``."""
+    try:
+        yield
+    except (ports.NotFound, ports.ApiError):
+        raise
     except kubernetes.client.ApiException as error:
-        raise _error(error, f"read {kind} {namespace}/{name}") from error
-    workload: dict[str, Any] = json.loads(response.data)
-    return workload
+        raise _from_status(error, doing) from error
+    except (urllib3.exceptions.HTTPError, OSError) as error:
+        # ReadTimeoutError, ConnectTimeoutError, NewConnectionError, ProtocolError, MaxRetryError,
+        # and socket errors below them: the server did not answer.
+        raise ports.ApiError(f"{doing}: no answer from the API server ({type(error).__name__}: {error})",
+                             retryable=True, status=0) from error
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        # Not JSON, or JSON of another shape than the API's (or the client refusing an argument).
+        raise ports.ApiError(f"{doing}: unreadable answer or request ({type(error).__name__}: {error})",
+                             retryable=False, status=0) from error
+
+
+def client_without_retries(base: kubernetes.client.ApiClient | None = None) -> kubernetes.client.ApiClient:
+    """A client to the same server as ``base`` (default: the loaded configuration) that never retries.
+
+    urllib3 retries a GET up to 3 more times on a read timeout by default, so one read against a
+    silent server would wait four read timeouts; healthscale's cycle retries instead, next tick.
+    The pool's retries are fixed when the client is built, hence a new client.
+    """
+    configuration = (copy.deepcopy(base.configuration) if base is not None
+                     else kubernetes.client.Configuration.get_default_copy())
+    configuration.retries = False
+    client = kubernetes.client.ApiClient(configuration)
+    if base is not None:
+        client.default_headers.update(base.default_headers)  # User-Agent, Impersonate-*, ...
+    return client
+
+
+class Api:
+    """How every request is made: this timeout, the answer as JSON, failures as the ports' errors."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient | None = None,
+                 timeout: tuple[float, float] = TIMEOUT) -> None:
+        self.client = client_without_retries(api_client)
+        self.timeout = timeout
+
+    def json(self, doing: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """``method(*args, **kwargs)`` with the timeout; its answer as the API's JSON (camelCase).
+
+        Parsed here rather than into the client's models: building the models costs more CPU than
+        the request itself, and they raise on shapes the API server does send.
+        """
+        with errors(doing):
+            response = method(*args, _request_timeout=self.timeout, _preload_content=False, **kwargs)
+            answer = json.loads(response.data)  # reads the body: a read timeout can happen here too
+            if not isinstance(answer, dict):
+                raise ValueError(f"expected a JSON object, got {type(answer).__name__}")
+            return answer
+
+
+def _metadata(item: Mapping[str, Any]) -> Mapping[str, Any]:
+    metadata = item.get("metadata")
+    return metadata if isinstance(metadata, Mapping) else {}
+
+
+def _uid(item: Mapping[str, Any]) -> str:
+    return str(_metadata(item).get("uid") or "")
+
+
+def _spec(item: Mapping[str, Any]) -> Mapping[str, Any]:
+    spec = item.get("spec")
+    return spec if isinstance(spec, Mapping) else {}
+
+
+def _items(listed: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [item for item in listed.get("items") or [] if isinstance(item, Mapping)]
+
+
+def _replicas(workload: Mapping[str, Any]) -> int:
+    replicas = _spec(workload).get("replicas")
+    return 1 if replicas is None else int(replicas)  # the API's default
+
+
+def _hpa(item: Mapping[str, Any]) -> tuple[str, str, ports.Hpa]:
+    """(target kind, target name, the HPA) of one listed HPA."""
+    spec = _spec(item)
+    reference = spec.get("scaleTargetRef") or {}
+    floor = spec.get("minReplicas")
+    hpa = ports.Hpa(name=str(_metadata(item).get("name") or ""), uid=_uid(item),
+                    min_replicas=1 if floor is None else int(floor),  # the API's default
+                    max_replicas=int(spec["maxReplicas"]))
+    return str(reference.get("kind") or ""), str(reference.get("name") or ""), hpa
+
+
+def _refuse(doing: str, why: str) -> ports.ApiError:
+    """A request healthscale does not send (status 0, not retryable)."""
+    return ports.ApiError(f"{doing}: {why}", retryable=False, status=0)
 
 
 class Workloads:
-    """Deployments and StatefulSets, their HPAs and pods, in any namespace."""
+    """``ports.Workloads``: Deployments and StatefulSets, their HPAs and pods, in any namespace."""
 
-    def __init__(self, api_client: kubernetes.client.ApiClient | None = None) -> None:
-        self._apps = kubernetes.client.AppsV1Api(api_client)
-        self._autoscaling = kubernetes.client.AutoscalingV2Api(api_client)
-        self._core = kubernetes.client.CoreV1Api(api_client)
-        self._custom = kubernetes.client.CustomObjectsApi(api_client)
+    def __init__(self, api_client: kubernetes.client.ApiClient | None = None,
+                 timeout: tuple[float, float] = TIMEOUT) -> None:
+        self._api = Api(api_client, timeout)
+        self._apps = kubernetes.client.AppsV1Api(self._api.client)
+        self._autoscaling = kubernetes.client.AutoscalingV2Api(self._api.client)
+        self._core = kubernetes.client.CoreV1Api(self._api.client)
+        self._custom = kubernetes.client.CustomObjectsApi(self._api.client)
         # HPAs per namespace, listed at most every HPA_CACHE_SECONDS: one list serves every
         # ClinicalSLO of the namespace instead of one list per ClinicalSLO per cycle.
-        self._hpas: dict[str, tuple[float, list[Any]]] = {}
+        self._hpas: dict[str, tuple[float, list[tuple[str, str, ports.Hpa]]]] = {}
         self._hpas_lock = threading.Lock()
 
-    def read(self, namespace: str, kind: str, name: str) -> Target:
-        workload = read_workload(self._apps, namespace, kind, name)
-        spec, status = workload.get("spec") or {}, workload.get("status") or {}
-        labels = (spec.get("selector") or {}).get("matchLabels") or {}
-        return Target(
-            kind=kind, name=name,
-            replicas=int(spec["replicas"] if spec.get("replicas") is not None else 1),
-            ready_replicas=int(status.get("readyReplicas") or 0),
-            selector=",".join(f"{key}={value}" for key, value in sorted(labels.items())),
-            hpa=self._hpa_for(namespace, kind, name),
-        )
+    def close(self) -> None:
+        self._api.client.close()  # type: ignore[no-untyped-call]
 
-    def _hpa_list(self, namespace: str) -> list[Any]:
+    # ------------------------------------------------------------------------------------ reads
+
+    def _workload(self, namespace: str, kind: str, name: str) -> dict[str, Any]:
+        doing = f"read {kind} {namespace}/{name}"
+        if kind == "Deployment":
+            return self._api.json(doing, self._apps.read_namespaced_deployment, name, namespace)
+        if kind == "StatefulSet":
+            return self._api.json(doing, self._apps.read_namespaced_stateful_set, name, namespace)
+        raise _refuse(doing, f"healthscale scales Deployments and StatefulSets, not {kind}")
+
+    def read(self, namespace: str, kind: str, name: str) -> ports.Target:
+        workload = self._workload(namespace, kind, name)
+        with errors(f"read {kind} {namespace}/{name}"):
+            status = workload.get("status") or {}
+            return ports.Target(
+                kind=kind, name=name, uid=_uid(workload),
+                replicas=_replicas(workload),
+                ready_replicas=int(status.get("readyReplicas") or 0),
+                selector=selectors.label_selector(_spec(workload).get("selector")),
+                hpa=self._hpa_for(namespace, kind, name),
+            )
+
+    def _hpa_list(self, namespace: str) -> list[tuple[str, str, ports.Hpa]]:
         now = time.monotonic()
         with self._hpas_lock:
             cached = self._hpas.get(namespace)
         if cached is not None and now - cached[0] < HPA_CACHE_SECONDS:
             return cached[1]
-        try:
-            listed = self._autoscaling.list_namespaced_horizontal_pod_autoscaler(namespace).items
-        except kubernetes.client.ApiException as error:
-            raise _error(error, f"list HPAs in {namespace}") from error
+        doing = f"list HPAs in {namespace}"
+        listed = self._api.json(doing, self._autoscaling.list_namespaced_horizontal_pod_autoscaler, namespace)
+        with errors(doing):
+            hpas = [_hpa(item) for item in _items(listed)]
         with self._hpas_lock:
-            self._hpas[namespace] = (now, listed)
-        return listed
+            self._hpas[namespace] = (now, hpas)
+        return hpas
 
-    def _hpa_for(self, namespace: str, kind: str, name: str) -> Hpa | None:
-        for hpa in self._hpa_list(namespace):
-            reference = hpa.spec.scale_target_ref
-            if reference.kind == kind and reference.name == name:
-                return Hpa(_name(hpa), int(hpa.spec.min_replicas or 1), int(hpa.spec.max_replicas))
-        return None
+    def _hpa_for(self, namespace: str, kind: str, name: str) -> ports.Hpa | None:
+        return next((hpa for target_kind, target_name, hpa in self._hpa_list(namespace)
+                     if target_kind == kind and target_name == name), None)
 
-    def scale(self, namespace: str, kind: str, name: str, replicas: int) -> None:
-        """Set replicas through the scale subresource."""
-        body = {"spec": {"replicas": replicas}}
+    def read_field(self, namespace: str, kind: str, name: str, field: ports.Field) -> ports.Written:
+        doing = f"read {field} of {kind} {namespace}/{name}"
+        if kind in WORKLOAD_KINDS and field == "replicas":
+            workload = self._workload(namespace, kind, name)
+            with errors(doing):
+                return ports.Written(kind, name, _uid(workload), _replicas(workload))
+        if kind == HPA_KIND and field == "minReplicas":
+            # A list by name, not a get: the operator's RBAC lists HPAs and needs no get.
+            listed = self._api.json(doing, self._autoscaling.list_namespaced_horizontal_pod_autoscaler,
+                                    namespace, field_selector=f"metadata.name={name}")
+            with errors(doing):
+                for item in _items(listed):
+                    _, _, hpa = _hpa(item)
+                    if hpa.name == name:
+                        return ports.Written(kind, name, hpa.uid, hpa.min_replicas)
+            raise ports.NotFound(f"{doing}: not found")
+        raise _refuse(doing, "healthscale reads replicas of a Deployment or StatefulSet, minReplicas of an HPA")
+
+    # ----------------------------------------------------------------------------------- writes
+
+    def write_field(self, namespace: str, kind: str, name: str, uid: str, field: ports.Field, value: int) -> None:
+        """Set one field on the object with exactly this uid (a merge patch carrying ``metadata.uid``).
+
+        replicas go through the scale subresource (RBAC ``deployments/scale``,
+        ``statefulsets/scale``), which refuses a uid other than the workload's with a 409
+        "Precondition failed"; an HPA refuses a changed uid with a 422 ("field is immutable").
+        Both mean the object of that name is not the one recorded: ``NotFound``.
+        """
+        doing = f"set {field} of {kind} {namespace}/{name} (uid {uid}) to {value}"
+        if not uid:
+            raise _refuse(doing, "no uid to hold the write to; read the object first")
+        body = {"metadata": {"uid": uid}, "spec": {field: value}}
+        if kind in WORKLOAD_KINDS and field == "replicas":
+            patch = (self._apps.patch_namespaced_deployment_scale if kind == "Deployment"
+                     else self._apps.patch_namespaced_stateful_set_scale)
+            self._write(doing, patch, name, namespace, body)
+        elif kind == HPA_KIND and field == "minReplicas":
+            try:
+                self._write(doing, self._autoscaling.patch_namespaced_horizontal_pod_autoscaler, name, namespace, body)
+            finally:
+                self._forget_hpas(namespace)  # our own write must show in the next read
+        else:
+            raise _refuse(doing, "healthscale writes replicas of a Deployment or StatefulSet, minReplicas of an HPA")
+
+    def _write(self, doing: str, patch: Callable[..., Any], name: str, namespace: str, body: dict[str, Any]) -> None:
         try:
-            if kind == "StatefulSet":
-                self._apps.patch_namespaced_stateful_set_scale(name, namespace, body, field_manager=FIELD_MANAGER)
-            else:
-                self._apps.patch_namespaced_deployment_scale(name, namespace, body, field_manager=FIELD_MANAGER)
-        except kubernetes.client.ApiException as error:
-            raise _error(error, f"scale {kind} {namespace}/{name} to {replicas}") from error
+            self._api.json(doing, patch, name, namespace, body, field_manager=FIELD_MANAGER,
+                           _content_type=MERGE_PATCH)
+        except ports.ApiError as error:
+            if error.status in (409, 422) and (_UID_PRECONDITION in str(error) or _UID_IMMUTABLE in str(error)):
+                raise ports.NotFound(f"{doing}: not written, the object was re-created (another uid): {error}") from error
+            raise
 
-    def set_hpa_floor(self, namespace: str, hpa: str, min_replicas: int) -> None:
-        """Raise or lower an HPA's minReplicas; reactive scaling above it stays the HPA's."""
-        try:
-            self._autoscaling.patch_namespaced_horizontal_pod_autoscaler(
-                hpa, namespace, {"spec": {"minReplicas": min_replicas}}, field_manager=FIELD_MANAGER)
-            with self._hpas_lock:
-                self._hpas.pop(namespace, None)  # our own write must show in the next read
-        except kubernetes.client.ApiException as error:
-            raise _error(error, f"set minReplicas of HPA {namespace}/{hpa} to {min_replicas}") from error
+    def _forget_hpas(self, namespace: str) -> None:
+        with self._hpas_lock:
+            self._hpas.pop(namespace, None)
+
+    # ------------------------------------------------------------------------------------- pods
+
+    def pods(self, namespace: str, selector: str) -> list[str]:
+        """Names of the running (not terminating) pods the selector matches; none for an empty one."""
+        if not selector:
+            return []  # an empty selector would list the whole namespace
+        doing = f"list pods in {namespace} ({selector})"
+        listed = self._api.json(doing, self._core.list_namespaced_pod, namespace, label_selector=selector)
+        with errors(doing):
+            return [str(_metadata(pod)["name"]) for pod in _items(listed)
+                    if _metadata(pod).get("deletionTimestamp") is None]
 
     def set_deletion_costs(self, namespace: str, costs: dict[str, int]) -> None:
         """Annotate pods so that the ReplicaSet removes the lowest cost (least loaded) first."""
         for pod, cost in costs.items():
             body = {"metadata": {"annotations": {DELETION_COST: str(cost)}}}
             try:
-                self._core.patch_namespaced_pod(pod, namespace, body, field_manager=FIELD_MANAGER)
-            except kubernetes.client.ApiException as error:
-                if error.status == 404:
-                    continue  # the pod went away meanwhile; nothing to protect
-                raise _error(error, f"annotate pod {namespace}/{pod}") from error
+                self._api.json(f"annotate pod {namespace}/{pod}", self._core.patch_namespaced_pod, pod, namespace,
+                               body, field_manager=FIELD_MANAGER, _content_type=MERGE_PATCH)
+            except ports.NotFound:
+                continue  # the pod went away meanwhile; nothing to protect
 
-    def set_schedule_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """Write a SurgeSchedule's status (its next windows)."""
-        try:
-            self._custom.patch_namespaced_custom_object_status(
-                "healthscale.io", "v1alpha1", namespace, "surgeschedules", name, {"status": status},
-                field_manager=FIELD_MANAGER)
-        except kubernetes.client.ApiException as error:
-            if error.status == 404:
-                return  # deleted meanwhile
-            raise _error(error, f"write status of SurgeSchedule {namespace}/{name}") from error
+    # ------------------------------------------------------------------------ SurgeSchedules
 
-    def pods(self, namespace: str, selector: str) -> list[str]:
+    def set_schedule_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Merge a SurgeSchedule's status (its next windows, camelCase); nothing if it is gone."""
         try:
-            listed = self._core.list_namespaced_pod(namespace, label_selector=selector)
-        except kubernetes.client.ApiException as error:
-            raise _error(error, f"list pods in {namespace}") from error
-        return [_name(pod) for pod in listed.items if pod.metadata is not None and pod.metadata.deletion_timestamp is None]
+            self._api.json(f"write status of SurgeSchedule {namespace}/{name}",
+                           self._custom.patch_namespaced_custom_object_status,
+                           GROUP, VERSION, namespace, "surgeschedules", name, {"status": dict(status)},
+                           field_manager=FIELD_MANAGER, _content_type=MERGE_PATCH)
+        except ports.NotFound:
+            return  # deleted meanwhile
+
+
+class ClinicalSLOs:
+    """``ports.Records``, and what ``healthscale release`` needs: ClinicalSLO status and finalizers."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient | None = None,
+                 timeout: tuple[float, float] = TIMEOUT) -> None:
+        self._api = Api(api_client, timeout)
+        self._custom = kubernetes.client.CustomObjectsApi(self._api.client)
+
+    def close(self) -> None:
+        self._api.client.close()  # type: ignore[no-untyped-call]
+
+    def save_originals(self, namespace: str, name: str, originals: list[dict[str, Any]]) -> None:
+        """Replace ``status.originals`` (a merge patch replaces a list whole) before the write they guard."""
+        self._api.json(f"record originals of ClinicalSLO {namespace}/{name}",
+                       self._custom.patch_namespaced_custom_object_status,
+                       GROUP, VERSION, namespace, "clinicalslos", name, {"status": {"originals": originals}},
+                       field_manager=FIELD_MANAGER, _content_type=MERGE_PATCH)
+
+    def list_all(self) -> list[dict[str, Any]]:
+        """Every ClinicalSLO in the cluster, as the API's JSON."""
+        doing = "list ClinicalSLOs in all namespaces"
+        found: list[dict[str, Any]] = []
+        page: str | None = None
+        while True:
+            listed = self._api.json(doing, self._custom.list_cluster_custom_object, GROUP, VERSION, "clinicalslos",
+                                    limit=500, _continue=page)
+            with errors(doing):
+                found.extend(dict(item) for item in _items(listed))
+                page = str(_metadata(listed).get("continue") or "") or None
+            if page is None:
+                return found
+
+    def remove_finalizer(self, namespace: str, name: str, finalizer: str) -> None:
+        """Remove exactly this finalizer; nothing if the ClinicalSLO or the finalizer is gone already.
+
+        A JSON patch that first tests the finalizer is still at the index read, so that a
+        concurrent change to the list (Kopf, another controller) fails the patch instead of
+        removing someone else's finalizer; then reads again and retries, a few times.
+        """
+        doing = f"remove finalizer {finalizer} from ClinicalSLO {namespace}/{name}"
+        for _ in range(5):
+            # A list by name, not a get: Kopf's RBAC lists ClinicalSLOs and needs no get.
+            try:
+                listed = self._api.json(doing, self._custom.list_namespaced_custom_object, GROUP, VERSION,
+                                        namespace, "clinicalslos", field_selector=f"metadata.name={name}")
+            except ports.NotFound:
+                return  # no such resource (CRD gone): no ClinicalSLO holds a finalizer
+            with errors(doing):
+                finalizers = [list(_metadata(item).get("finalizers") or []) for item in _items(listed)
+                              if _metadata(item).get("name") == name]
+            if not finalizers or finalizer not in finalizers[0]:
+                return
+            index = finalizers[0].index(finalizer)
+            patch = [{"op": "test", "path": f"/metadata/finalizers/{index}", "value": finalizer},
+                     {"op": "remove", "path": f"/metadata/finalizers/{index}"}]
+            try:
+                self._api.json(doing, self._custom.patch_namespaced_custom_object,
+                               GROUP, VERSION, namespace, "clinicalslos", name, patch,
+                               field_manager=FIELD_MANAGER, _content_type=JSON_PATCH)
+                return
+            except ports.NotFound:
+                return
+            except ports.ApiError as error:
+                if error.status not in (409, 422):  # 422: the test failed, the list changed meanwhile
+                    raise
+        raise ports.ApiError(f"{doing}: the finalizers kept changing", retryable=True, status=409)
+
+
+    # ---------------------------------------------- for service.release (`healthscale release`,
+    # runtime.sweeper); added by the release work, kept apart from the methods above.
+
+    def list_namespace(self, namespace: str) -> list[dict[str, Any]]:
+        """Every ClinicalSLO in one namespace, as the API's JSON (a Role suffices)."""
+        doing = f"list ClinicalSLOs in {namespace}"
+        found: list[dict[str, Any]] = []
+        page: str | None = None
+        while True:
+            listed = self._api.json(doing, self._custom.list_namespaced_custom_object, GROUP, VERSION, namespace,
+                                    "clinicalslos", limit=500, _continue=page)
+            with errors(doing):
+                found.extend(dict(item) for item in _items(listed))
+                page = str(_metadata(listed).get("continue") or "") or None
+            if page is None:
+                return found
+
+    def forget_records(self, namespace: str, name: str) -> None:
+        """Clear ``status.originals`` and the legacy ``status.original`` (all restored)."""
+        self._api.json(f"clear the records of ClinicalSLO {namespace}/{name}",
+                       self._custom.patch_namespaced_custom_object_status,
+                       GROUP, VERSION, namespace, "clinicalslos", name,
+                       {"status": {"originals": [], "original": None}},
+                       field_manager=FIELD_MANAGER, _content_type=MERGE_PATCH)
+
+    def post_event(self, namespace: str, name: str, uid: str, type_: str, reason: str, message: str) -> None:
+        """A core v1 Event on the ClinicalSLO, as ``kubectl describe`` shows it."""
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        body = {
+            "metadata": {"generateName": f"{name}.", "namespace": namespace},
+            "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ClinicalSLO", "name": name,
+                               "namespace": namespace, "uid": uid},
+            "type": type_, "reason": reason, "message": message,
+            "source": {"component": "healthscale-release"}, "reportingComponent": "healthscale-release",
+            "reportingInstance": "healthscale-release", "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        }
+        self._api.json(f"post Event {reason} on ClinicalSLO {namespace}/{name}",
+                       kubernetes.client.CoreV1Api(self._api.client).create_namespaced_event, namespace, body)
+
+
+class OperatorDeployment:
+    """``service.release.Operator``: the operator's own Deployment, stopped before a release."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient | None = None,
+                 timeout: tuple[float, float] = TIMEOUT) -> None:
+        self._api = Api(api_client, timeout)
+        self._apps = kubernetes.client.AppsV1Api(self._api.client)
+        self._core = kubernetes.client.CoreV1Api(self._api.client)
+
+    def close(self) -> None:
+        self._api.client.close()  # type: ignore[no-untyped-call]
+
+    def scale_to_zero(self, namespace: str, name: str) -> str:
+        """Through the scale subresource, whose answer carries the pod selector (no get needed)."""
+        doing = f"scale Deployment {namespace}/{name} to 0"
+        scale = self._api.json(doing, self._apps.patch_namespaced_deployment_scale, name, namespace,
+                               {"spec": {"replicas": 0}}, field_manager=FIELD_MANAGER, _content_type=MERGE_PATCH)
+        with errors(doing):
+            return str((scale.get("status") or {}).get("selector") or "")
+
+    def pods_left(self, namespace: str, selector: str) -> int:
+        doing = f"list pods in {namespace} ({selector})"
+        listed = self._api.json(doing, self._core.list_namespaced_pod, namespace, label_selector=selector)
+        with errors(doing):
+            return len(_items(listed))
+
+
+class Namespaces:
+    """Which namespaces are being deleted (for ``runtime.sweeper``; needs list on namespaces)."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient | None = None,
+                 timeout: tuple[float, float] = TIMEOUT) -> None:
+        self._api = Api(api_client, timeout)
+        self._core = kubernetes.client.CoreV1Api(self._api.client)
+
+    def terminating(self) -> set[str]:
+        doing = "list namespaces"
+        listed = self._api.json(doing, self._core.list_namespace)
+        with errors(doing):
+            return {str(_metadata(item).get("name")) for item in _items(listed)
+                    if _metadata(item).get("deletionTimestamp")
+                    or (item.get("status") or {}).get("phase") == "Terminating"}
+
+
+def _implements_the_ports(workloads: Workloads, records: ClinicalSLOs) -> tuple[ports.Workloads, ports.Records]:
+    return workloads, records  # never called: mypy checks here that the adapters fit the ports

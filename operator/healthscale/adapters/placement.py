@@ -23,47 +23,19 @@ from typing import Any, Literal
 
 import kubernetes
 
+from healthscale import ports
+from healthscale import ports
 from healthscale.adapters import kube
-from healthscale.domain import residency
+from healthscale.domain import residency, selectors
 
 OWNED_ANNOTATION = "healthscale.io/residency-requirement"
 STRATEGIC_MERGE = "application/strategic-merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 
 
-@dataclasses.dataclass(frozen=True)
-class Template:
-    """The parts of a workload residency reads."""
-
-    kind: str
-    name: str
-    resource_version: str
-    selector: str
-    """The workload's pod selector in label-selector syntax."""
-    pod_spec: dict[str, Any]
-    """``nodeSelector``, ``affinity`` and ``nodeName`` of the pod template (camelCase)."""
-    owned: residency.Policy | None
-    """The requirement healthscale added last time (from the annotation)."""
-
-
-Eviction = Literal["evicted", "blocked", "gone"]
+Template = ports.Template
+Eviction = ports.Eviction
 """What an eviction did: ``evicted``, ``blocked`` (a PodDisruptionBudget said no) or ``gone``."""
-
-
-def selector_string(selector: Mapping[str, Any]) -> str:
-    """A LabelSelector (camelCase dict) in the ``key=value,key in (a,b)`` syntax of list calls."""
-    parts = [f"{key}={value}" for key, value in sorted((selector.get("matchLabels") or {}).items())]
-    for expression in selector.get("matchExpressions") or []:
-        key, operator, values = expression["key"], expression["operator"], expression.get("values") or []
-        if operator == "In":
-            parts.append(f"{key} in ({','.join(values)})")
-        elif operator == "NotIn":
-            parts.append(f"{key} notin ({','.join(values)})")
-        elif operator == "Exists":
-            parts.append(key)
-        elif operator == "DoesNotExist":
-            parts.append(f"!{key}")
-    return ",".join(parts)
 
 
 def _pod(raw: Mapping[str, Any]) -> residency.Pod:
@@ -83,27 +55,31 @@ def _pod(raw: Mapping[str, Any]) -> residency.Pod:
 class Placement:
     """Reads and writes what residency needs, in any namespace."""
 
-    def __init__(self, api_client: kubernetes.client.ApiClient | None = None) -> None:
-        self._client = api_client or kubernetes.client.ApiClient()
-        self._apps = kubernetes.client.AppsV1Api(self._client)
-        self._core = kubernetes.client.CoreV1Api(self._client)
-        self._admission = kubernetes.client.AdmissionregistrationV1Api(self._client)
+    def __init__(self, api_client: kubernetes.client.ApiClient | None = None,
+                 timeout: tuple[float, float] = kube.TIMEOUT) -> None:
+        # Every request with a timeout, without urllib3 retries, failing as ports.NotFound/ApiError.
+        self._api = kube.Api(api_client, timeout)
+        self._apps = kubernetes.client.AppsV1Api(self._api.client)
+        self._core = kubernetes.client.CoreV1Api(self._api.client)
+        self._admission = kubernetes.client.AdmissionregistrationV1Api(self._api.client)
 
-    def _plain(self, model: Any) -> Any:
-        """A client model as the API's camelCase JSON."""
-        return self._client.sanitize_for_serialization(model)  # type: ignore[no-untyped-call]
+    def close(self) -> None:
+        self._api.client.close()  # type: ignore[no-untyped-call]
 
     def read_template(self, namespace: str, kind: str, name: str) -> Template:
-        raw = kube.read_workload(self._apps, namespace, kind, name)
-        spec = (raw.get("spec") or {}).get("template", {}).get("spec") or {}
-        annotations = (raw.get("metadata") or {}).get("annotations") or {}
-        return Template(
-            kind=kind, name=name,
-            resource_version=str(raw["metadata"]["resourceVersion"]),
-            selector=selector_string((raw.get("spec") or {}).get("selector") or {}),
-            pod_spec={key: spec[key] for key in ("nodeSelector", "affinity", "nodeName") if key in spec},
-            owned=residency.Policy.decode(annotations.get(OWNED_ANNOTATION)),
-        )
+        doing = f"read {kind} {namespace}/{name}"
+        read = self._apps.read_namespaced_stateful_set if kind == "StatefulSet" else self._apps.read_namespaced_deployment
+        raw = self._api.json(doing, read, name, namespace)
+        with kube.errors(doing):
+            spec = (raw.get("spec") or {}).get("template", {}).get("spec") or {}
+            annotations = (raw.get("metadata") or {}).get("annotations") or {}
+            return Template(
+                kind=kind, name=name,
+                resource_version=str(raw["metadata"]["resourceVersion"]),
+                selector=selectors.label_selector((raw.get("spec") or {}).get("selector")) or "",
+                pod_spec={key: spec[key] for key in ("nodeSelector", "affinity", "nodeName") if key in spec},
+                owned=residency.Policy.decode(annotations.get(OWNED_ANNOTATION)),
+            )
 
     def write_required_affinity(self, namespace: str, template: Template, required: dict[str, Any] | None,
                                 owned: residency.Policy | None) -> None:
@@ -118,68 +94,60 @@ class Placement:
                 "requiredDuringSchedulingIgnoredDuringExecution": required}}}}},
         }
         doing = f"require {owned.describe() if owned else 'no region'} in {template.kind} {namespace}/{template.name}"
-        try:
-            if template.kind == "StatefulSet":
-                self._apps.patch_namespaced_stateful_set(template.name, namespace, body, field_manager=kube.FIELD_MANAGER,
-                                                         _content_type=STRATEGIC_MERGE)
-            else:
-                self._apps.patch_namespaced_deployment(template.name, namespace, body, field_manager=kube.FIELD_MANAGER,
-                                                       _content_type=STRATEGIC_MERGE)
-        except kubernetes.client.ApiException as error:
-            raise kube._error(error, doing) from error
+        patch = (self._apps.patch_namespaced_stateful_set if template.kind == "StatefulSet"
+                 else self._apps.patch_namespaced_deployment)
+        self._api.json(doing, patch, template.name, namespace, body, field_manager=kube.FIELD_MANAGER,
+                       _content_type=STRATEGIC_MERGE)
 
     def pods(self, namespace: str, selector: str) -> list[residency.Pod]:
-        try:
-            listed = self._core.list_namespaced_pod(namespace, label_selector=selector)
-        except kubernetes.client.ApiException as error:
-            raise kube._error(error, f"list pods in {namespace}") from error
-        return [_pod(self._plain(item)) for item in listed.items]
+        """The pods the selector matches; none for an empty selector (never the whole namespace)."""
+        if not selector:
+            return []
+        doing = f"list pods in {namespace} ({selector})"
+        listed = self._api.json(doing, self._core.list_namespaced_pod, namespace, label_selector=selector)
+        with kube.errors(doing):
+            return [_pod(item) for item in listed.get("items") or []]
 
     def nodes(self) -> dict[str, dict[str, str]]:
         """Every node's labels, by node name."""
-        try:
-            listed = self._core.list_node()
-        except kubernetes.client.ApiException as error:
-            raise kube._error(error, "list nodes") from error
-        return {kube._name(node): dict(node.metadata.labels or {}) for node in listed.items if node.metadata}
+        listed = self._api.json("list nodes", self._core.list_node)
+        with kube.errors("list nodes"):
+            return {str(item["metadata"]["name"]): dict(item["metadata"].get("labels") or {})
+                    for item in listed.get("items") or [] if item.get("metadata")}
 
     def node_labels(self, name: str) -> dict[str, str] | None:
         try:
-            node = self._core.read_node(name)
-        except kubernetes.client.ApiException as error:
-            if error.status == 404:
-                return None
-            raise kube._error(error, f"read node {name}") from error
-        return dict(node.metadata.labels or {}) if node.metadata else {}
+            node = self._api.json(f"read node {name}", self._core.read_node, name)
+        except ports.NotFound:
+            return None
+        with kube.errors(f"read node {name}"):
+            return dict((node.get("metadata") or {}).get("labels") or {})
 
     def namespace_metadata(self, name: str) -> tuple[dict[str, str], dict[str, str]]:
         """A namespace's labels and annotations."""
-        try:
-            found = self._core.read_namespace(name)
-        except kubernetes.client.ApiException as error:
-            raise kube._error(error, f"read namespace {name}") from error
-        metadata = found.metadata
-        return dict(metadata.labels or {}) if metadata else {}, dict(metadata.annotations or {}) if metadata else {}
+        found = self._api.json(f"read namespace {name}", self._core.read_namespace, name)
+        with kube.errors(f"read namespace {name}"):
+            metadata = found.get("metadata") or {}
+            return dict(metadata.get("labels") or {}), dict(metadata.get("annotations") or {})
 
     def evict(self, namespace: str, pod: str) -> Eviction:
         """Ask to evict a pod through the Eviction API, which enforces PodDisruptionBudgets."""
         body = kubernetes.client.V1Eviction(
             metadata=kubernetes.client.V1ObjectMeta(name=pod, namespace=namespace))
         try:
-            self._core.create_namespaced_pod_eviction(pod, namespace, body, field_manager=kube.FIELD_MANAGER)
-        except kubernetes.client.ApiException as error:
+            self._api.json(f"evict pod {namespace}/{pod}", self._core.create_namespaced_pod_eviction, pod, namespace,
+                           body, field_manager=kube.FIELD_MANAGER)
+        except ports.NotFound:
+            return "gone"
+        except ports.ApiError as error:
             if error.status == 429:
                 return "blocked"  # the disruption budget allows no disruption now; try again next cycle
-            if error.status == 404:
-                return "gone"
-            raise kube._error(error, f"evict pod {namespace}/{pod}") from error
+            raise
         return "evicted"
 
     def apply_webhook_configuration(self, body: dict[str, Any]) -> None:
         """Server-side apply a ValidatingWebhookConfiguration (healthscale owns the whole object)."""
         name = str(body["metadata"]["name"])
-        try:
-            self._admission.patch_validating_webhook_configuration(
-                name, body, field_manager=kube.FIELD_MANAGER, force=True, _content_type=APPLY_PATCH)
-        except kubernetes.client.ApiException as error:
-            raise kube._error(error, f"apply ValidatingWebhookConfiguration {name}") from error
+        self._api.json(f"apply ValidatingWebhookConfiguration {name}",
+                       self._admission.patch_validating_webhook_configuration,
+                       name, body, field_manager=kube.FIELD_MANAGER, force=True, _content_type=APPLY_PATCH)

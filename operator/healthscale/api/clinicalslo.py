@@ -1,7 +1,9 @@
 """The ClinicalSLO resource: a clinical journey's objective, its demand signal and how to scale it.
 
 Every default for a ClinicalSLO lives here and nowhere else; the CRD is generated from these
-models (``healthscale crds``), so the API server applies the very same defaults.
+models (``healthscale crds``), so the API server applies the very same defaults. So do the
+bounds: every spec these models accept can be planned without overflow, and one history read
+spans at most MAX_HISTORY_POINTS steps.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import zoneinfo
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import pydantic
 
@@ -18,6 +20,13 @@ from healthscale.api import common, durations
 KIND = "ClinicalSLO"
 PLURAL = "clinicalslos"
 TIMEZONE_PATTERN = r"^(UTC|[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*)$"
+LABEL_VALUE = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+"""A non-empty Kubernetes label value."""
+OBJECT_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+"""RFC 1123 subdomain: what Kubernetes accepts as an object name."""
+MIN_PER_REPLICA = 0.000001
+MAX_HISTORY_POINTS = 100_000
+"""Most steps one demand history read may span (forecast.history / forecast.step): 14d at 1m is 20,160."""
 
 
 class Criticality(enum.StrEnum):
@@ -53,9 +62,11 @@ class DataClass(enum.StrEnum):
 
 
 def validate_timezone(name: str) -> str:
+    # Names that are directories in the tz database (America, posix) raise IsADirectoryError,
+    # other files in it (leapseconds) ValueError: neither is a zone.
     try:
         zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as error:
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as error:
         raise ValueError(f"{name!r} is not an IANA time zone such as Europe/London or America/Chicago") from error
     return name
 
@@ -67,17 +78,17 @@ class TargetRef(common.Model):
     """API version of the target; apps/v1."""
     kind: Literal["Deployment", "StatefulSet"] = "Deployment"
     """Kind of the target: Deployment or StatefulSet."""
-    name: str = pydantic.Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    name: str = pydantic.Field(min_length=1, max_length=253, pattern=OBJECT_NAME)
     """Name of the target in the ClinicalSLO's namespace."""
 
 
 class LatencyObjective(common.Model):
     """A latency objective such as "95% of requests under 1.5 s"."""
 
-    percentile: float = pydantic.Field(gt=0, lt=100)
+    percentile: float = pydantic.Field(gt=0, lt=100, allow_inf_nan=False)
     """The percentile of requests that must be faster than the threshold, e.g. 95."""
-    threshold_seconds: float = pydantic.Field(gt=0)
-    """The latency threshold in seconds, e.g. 1.5."""
+    threshold_seconds: float = pydantic.Field(gt=0, le=86400, allow_inf_nan=False)
+    """The latency threshold in seconds, e.g. 1.5 (at most a day)."""
 
 
 class Objectives(common.Model):
@@ -85,10 +96,10 @@ class Objectives(common.Model):
 
     latency: LatencyObjective | None = None
     """Optional latency objective."""
-    availability: float = pydantic.Field(default=99.9, gt=0, lt=100)
+    availability: float = pydantic.Field(default=99.9, gt=0, lt=100, allow_inf_nan=False)
     """Share of good events (percent) that the error budget is computed against."""
-    window: durations.Duration = dt.timedelta(days=28)
-    """The SLO compliance window, e.g. 28d."""
+    window: Annotated[durations.Duration, durations.Bounds(dt.timedelta(hours=1), dt.timedelta(days=90))] = dt.timedelta(days=28)
+    """The SLO compliance window, e.g. 28d; between 1h and 90d."""
 
 
 class Indicators(common.Model):
@@ -119,19 +130,20 @@ class Indicators(common.Model):
 class Capacity(common.Model):
     """How demand turns into replicas."""
 
-    per_replica: float = pydantic.Field(gt=0)
-    """Demand units one replica serves while meeting the latency objective."""
+    per_replica: float = pydantic.Field(gt=0, le=1e12, allow_inf_nan=False)
+    """Demand units one replica serves while meeting the latency objective (0.000001 to 1e12)."""
     min_replicas: int = pydantic.Field(default=1, ge=0, le=10000)
     """Never plan fewer replicas than this."""
     max_replicas: int = pydantic.Field(ge=1, le=10000)
     """Never plan more replicas than this."""
     startup_seconds: int = pydantic.Field(default=60, ge=0, le=86400)
     """Seconds from scale-up until a new replica serves; the planner looks this far ahead."""
-    headroom_percent: float = pydantic.Field(default=10.0, ge=0, le=500)
+    headroom_percent: float = pydantic.Field(default=10.0, ge=0, le=500, allow_inf_nan=False)
     """Least spare capacity over expected demand, in percent; the criticality's forecast quantile may ask for more."""
 
     crd_validations: ClassVar[list[dict[str, str]]] = [
         {"rule": "self.minReplicas <= self.maxReplicas", "message": "minReplicas must be <= maxReplicas"},
+        {"rule": f"self.perReplica >= {MIN_PER_REPLICA:f}", "message": f"perReplica must be at least {MIN_PER_REPLICA:f}"},
     ]
 
     @pydantic.model_validator(mode="after")
@@ -140,21 +152,24 @@ class Capacity(common.Model):
             raise ValueError(
                 f"minReplicas must be <= maxReplicas (minReplicas={self.min_replicas}, maxReplicas={self.max_replicas})"
             )
+        if self.per_replica < MIN_PER_REPLICA:
+            # Below it, demand / perReplica can overflow to infinity replicas.
+            raise ValueError(f"perReplica must be at least {MIN_PER_REPLICA:f} (perReplica={self.per_replica:g})")
         return self
 
 
 class Forecast(common.Model):
     """How demand is forecast."""
 
-    history: durations.Duration = dt.timedelta(days=14)
-    """How much demand history to fit on, e.g. 14d."""
-    step: durations.Duration = dt.timedelta(minutes=5)
-    """Resolution of the demand series and how often the SLO is re-planned, e.g. 5m."""
-    horizon: durations.Duration = dt.timedelta(hours=2)
-    """How far ahead to forecast, e.g. 2h."""
+    history: Annotated[durations.Duration, durations.Bounds(dt.timedelta(0), dt.timedelta(days=90))] = dt.timedelta(days=14)
+    """How much demand history to fit on, e.g. 14d; at most 90d, and at most 100000 steps (history / step)."""
+    step: Annotated[durations.Duration, durations.Bounds(dt.timedelta(minutes=1), dt.timedelta(days=1))] = dt.timedelta(minutes=5)
+    """Resolution of the demand series and how often the SLO is re-planned, e.g. 5m; between 1m and 1d."""
+    horizon: Annotated[durations.Duration, durations.Bounds(dt.timedelta(0), dt.timedelta(days=7))] = dt.timedelta(hours=2)
+    """How far ahead to forecast, e.g. 2h; at most 7d."""
     model: ForecastModel = ForecastModel.AUTO
     """auto, harmonic, seasonal-naive or holt-winters."""
-    quantile: float | None = pydantic.Field(default=None, ge=0.5, le=0.999)
+    quantile: float | None = pydantic.Field(default=None, ge=0.5, le=0.999, allow_inf_nan=False)
     """Forecast quantile to provision for; unset means the criticality's default."""
     timezone: str = pydantic.Field(default="UTC", max_length=64, pattern=TIMEZONE_PATTERN)
     """IANA time zone whose wall clock the daily and weekly cycles follow."""
@@ -163,13 +178,17 @@ class Forecast(common.Model):
 
     @pydantic.model_validator(mode="after")
     def _consistent_lengths(self) -> Forecast:
-        if self.step <= dt.timedelta(0):
-            raise ValueError("step must be longer than 0s")
         if self.horizon < self.step:
             raise ValueError(f"horizon ({durations.format(self.horizon)}) must be at least one step ({durations.format(self.step)})")
         if self.history < 2 * self.horizon:
             raise ValueError(
                 f"history ({durations.format(self.history)}) must be at least twice the horizon ({durations.format(self.horizon)})"
+            )
+        points = self.history // self.step
+        if points > MAX_HISTORY_POINTS:
+            raise ValueError(
+                f"history ({durations.format(self.history)}) spans {points} steps of {durations.format(self.step)};"
+                f" at most {MAX_HISTORY_POINTS} are read at once: lengthen the step or shorten the history"
             )
         return self
 
@@ -179,7 +198,7 @@ class ScaleDown(common.Model):
 
     stabilization_seconds: int = pydantic.Field(default=600, ge=0, le=86400)
     """Scale down only to the highest recommendation of this many past seconds."""
-    max_step_percent: float = pydantic.Field(default=25.0, gt=0, le=100)
+    max_step_percent: float = pydantic.Field(default=25.0, gt=0, le=100, allow_inf_nan=False)
     """Remove at most this share of the current replicas per cycle (at least one replica)."""
 
 
@@ -188,7 +207,9 @@ class Residency(common.Model):
 
     data_class: DataClass = DataClass.PHI
     """phi, pii or none: what the pods hold."""
-    regions: tuple[str, ...] = pydantic.Field(default=(), max_length=64)
+    regions: tuple[Annotated[str, pydantic.Field(min_length=1, max_length=63, pattern=LABEL_VALUE)], ...] = (
+        pydantic.Field(default=(), max_length=64)
+    )
     """Regions (values of the region node label) the pods may run in."""
 
     crd_validations: ClassVar[list[dict[str, str]]] = [
@@ -231,7 +252,9 @@ class ClinicalSLOSpec(common.Model):
 
 
 class OriginalScale(common.Model):
-    """What the target had before healthscale first changed it; restored on deletion."""
+    """Legacy (before ``originals``): what the target had before healthscale first changed it.
+
+    Read once from an older operator's status and turned into an ``Original``; never written."""
 
     kind: str
     """Deployment, StatefulSet or HorizontalPodAutoscaler."""
@@ -241,6 +264,28 @@ class OriginalScale(common.Model):
     """The workload's replicas, when healthscale scaled it directly."""
     min_replicas: int | None = None
     """The HPA's minReplicas, when healthscale moved its floor."""
+
+
+class Original(common.Model):
+    """One field healthscale changed on one exact object, and its value before the change.
+
+    Written to status before the change itself, so an operator killed between the two still
+    knows what to put back; restored when the ClinicalSLO is deleted, switched to Preview, or
+    stops targeting the object."""
+
+    kind: Literal["Deployment", "StatefulSet", "HorizontalPodAutoscaler"]
+    """The kind of the object changed."""
+    name: str = pydantic.Field(min_length=1, max_length=253)
+    """Its name, in the ClinicalSLO's namespace."""
+    uid: str = pydantic.Field(max_length=64)
+    """Its uid: a re-created object of the same name is a different object and is never written."""
+    field: Literal["replicas", "minReplicas"]
+    """replicas (Deployment, StatefulSet) or minReplicas (HorizontalPodAutoscaler)."""
+    value: int = pydantic.Field(ge=0)
+    """The value before healthscale first changed it."""
+    scales: str | None = pydantic.Field(default=None, max_length=300)
+    """For an HPA: the workload it scaled (Kind/name). Should the HPA disappear while healthscale
+    holds its floor, this workload inherits the HPA's original floor as its own original."""
 
 
 class Recommendation(common.Model):
@@ -329,7 +374,9 @@ class ClinicalSLOStatus(common.Model):
     burn_rates: dict[str, float] = pydantic.Field(default_factory=dict)
     """Error-budget burn rate per window (1h, 5m, 6h, 30m, 1d, 2h, 3d, 6h)."""
     original: OriginalScale | None = None
-    """The replicas or HPA floor healthscale found, restored when the ClinicalSLO is deleted."""
+    """Deprecated: read from an older operator's status and moved to originals."""
+    originals: tuple[Original, ...] = ()
+    """Every field healthscale changed and its value before: restored on deletion or in Preview."""
     residency: ResidencyStatus | None = None
     """Data residency: compliance, violations (pod, node, region) and capacity shortfall."""
     last_cycle_time: str | None = None

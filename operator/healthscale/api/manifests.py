@@ -78,7 +78,20 @@ def load_documents(path: pathlib.Path) -> list[Any]:
     try:
         return [document for document in yaml.safe_load_all(text) if document is not None]
     except yaml.YAMLError as error:
-        raise ManifestError(str(path), [f"not valid YAML: {error}"]) from None
+        raise ManifestError(str(path), [_yaml_problem(error)]) from None
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """``line L, column C: not valid YAML: <problem>`` (PyYAML's own text names ``<unicode string>``)."""
+    if not isinstance(error, yaml.MarkedYAMLError) or error.problem_mark is None:
+        return f"not valid YAML: {error}"
+    mark = error.problem_mark
+    text = f"line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {error.problem}"
+    if error.context and error.context_mark is not None:
+        text += f" ({error.context} started at line {error.context_mark.line + 1}, column {error.context_mark.column + 1})"
+    elif error.context:
+        text += f" ({error.context})"
+    return text
 
 
 def load_one(model: type[ResourceT], path: pathlib.Path) -> ResourceT:

@@ -1,14 +1,17 @@
 """The SurgeSchedule resource: a calendar of known surges for the ClinicalSLOs it selects.
 
 A surge is either recurring (``cron`` + ``duration``) or a date range (``start`` + ``end``),
-read on the wall clock of the schedule's ``timezone``. Defaults live here only.
+read on the wall clock of the schedule's ``timezone``. Defaults live here only, and so do the
+bounds that keep every valid schedule cheap to expand: dates between 1970 and 8999, a duration
+of at most 366d, a lead time of at most 7d, and at most MAX_OPEN_WINDOWS windows of one surge
+open at once.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import pydantic
 
@@ -17,21 +20,53 @@ from healthscale.api import clinicalslo, common, cron, durations
 KIND = "SurgeSchedule"
 PLURAL = "surgeschedules"
 
-LOCAL_TIME_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2})?)?$"
-"""A date (local midnight) or a local date-time, without offset: the schedule's timezone applies."""
+LOCAL_TIME_PATTERN = (
+    r"^(19[7-9][0-9]|[2-8][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"(T([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?)?$"
+)
+"""A date (local midnight) or a local date-time, without offset, in the years 1970 to 8999 (so that
+every time zone's offset and every lead time stay inside the range datetime can represent)."""
 _LOCAL_TIME = re.compile(LOCAL_TIME_PATTERN)
+
+MAX_OPEN_WINDOWS = 2_000
+"""Most windows of one cron surge that may be open at once (duration plus lead time over its period);
+beyond it a surge costs seconds to expand on every tick."""
 
 
 def parse_local_time(text: str) -> dt.datetime:
     """``2026-12-01`` or ``2026-12-12T08:00`` as a naive local datetime."""
-    if not _LOCAL_TIME.fullmatch(text):
+    if not isinstance(text, str) or not _LOCAL_TIME.fullmatch(text):
         raise ValueError(
-            f"{text!r} is not a local date or date-time: use YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS] without an offset"
+            f"{str(text)[:32]!r} is not a local date or date-time between 1970 and 8999: use YYYY-MM-DD or"
+            " YYYY-MM-DDTHH:MM[:SS] without an offset, quoted in YAML"
         )
     try:
         return dt.datetime.fromisoformat(text)
     except ValueError as error:
         raise ValueError(f"{text!r} is not a real date or time: {error}") from error
+
+
+def _local_time(value: Any) -> str:
+    parse_local_time(value)  # raises unless value is a real local time as text
+    return str(value)
+
+
+LocalTime = Annotated[
+    str,
+    pydantic.BeforeValidator(_local_time),
+    pydantic.WithJsonSchema({"type": "string", "pattern": LOCAL_TIME_PATTERN, "maxLength": 19}),
+]
+"""A local date or date-time as written (the time zone is the schedule's)."""
+
+
+def _cel_string(text: str) -> str:
+    """``text`` as a single-quoted CEL string literal."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+_FIVE_FIELDS = r"^\s*(@(?i:yearly|annually|monthly|weekly|daily|midnight|hourly)|\S+(\s+\S+){4})\s*$"
+"""Five blank-separated fields or a macro cron.parse knows (any case, blanks around allowed)."""
+_CRON_RANGES = cron.PATTERN  # the field ``cron`` shadows the module inside Surge
 
 
 _PADDED_LOCAL_TIME = (
@@ -47,16 +82,17 @@ class Surge(common.Model):
     name: str = pydantic.Field(min_length=1, max_length=63, pattern=common.DNS_LABEL)
     """Unique name of the surge within the schedule."""
     cron: str | None = pydantic.Field(default=None, min_length=1, max_length=128)
-    """Five-field cron expression (minute hour day-of-month month day-of-week) in the schedule's timezone."""
-    duration: durations.Duration | None = None
-    """How long each cron window lasts, e.g. 2h."""
-    start: str | None = pydantic.Field(default=None, max_length=19, pattern=LOCAL_TIME_PATTERN)
-    """Start of a date range, local time: 2026-12-01 or 2026-12-12T08:00."""
-    end: str | None = pydantic.Field(default=None, max_length=19, pattern=LOCAL_TIME_PATTERN)
-    """End of a date range (exclusive), local time."""
-    lead_time: durations.Duration = dt.timedelta(0)
-    """How long before the window starts the surge must already be in effect (replicas ready)."""
-    multiplier: float = pydantic.Field(default=1.0, ge=1.0, le=100.0)
+    """Five-field cron expression (minute hour day-of-month month day-of-week) in the schedule's timezone;
+    it must fire on some date, and at most 2000 of its windows (duration plus leadTime) may be open at once."""
+    duration: Annotated[durations.Duration, durations.Bounds(dt.timedelta(seconds=1), dt.timedelta(days=366))] | None = None
+    """How long each cron window lasts, e.g. 2h; between 1s and 366d."""
+    start: LocalTime | None = None
+    """Start of a date range, local time: 2026-12-01 or 2026-12-12T08:00 (years 1970 to 8999)."""
+    end: LocalTime | None = None
+    """End of a date range (exclusive), local time (years 1970 to 8999)."""
+    lead_time: Annotated[durations.Duration, durations.Bounds(dt.timedelta(0), dt.timedelta(days=7))] = dt.timedelta(0)
+    """How long before the window starts the surge must already be in effect (replicas ready); at most 7d."""
+    multiplier: float = pydantic.Field(default=1.0, ge=1.0, le=100.0, allow_inf_nan=False)
     """Factor applied to forecast demand during the window."""
     min_replicas: int | None = pydantic.Field(default=None, ge=0, le=10000)
     """Replica floor during the window."""
@@ -79,10 +115,15 @@ class Surge(common.Model):
             "message": "a surge must raise demand (multiplier > 1) or set a floor (minReplicas)",
         },
         {
-            # Only the macros cron.parse knows (any case, surrounding blanks allowed), not any '@' word.
-            "rule": "!has(self.cron) || self.cron.matches("
-            "'^\\\\s*(@(?i:yearly|annually|monthly|weekly|daily|midnight|hourly)|\\\\S+(\\\\s+\\\\S+){4})\\\\s*$')",
+            "rule": f"!has(self.cron) || self.cron.matches({_cel_string(_FIVE_FIELDS)})",
             "message": "cron must have five fields (minute hour day-of-month month day-of-week) or be a macro such as @daily",
+        },
+        {
+            # Only judged once there are five fields, so that a bad expression gets one message.
+            "rule": f"!has(self.cron) || !self.cron.matches({_cel_string(_FIVE_FIELDS)})"
+            f" || self.cron.matches({_cel_string(_CRON_RANGES)})",
+            "message": "cron fields must be in range: minute 0-59, hour 0-23, day-of-month 1-31,"
+            " month 1-12 or jan-dec, day-of-week 0-7 or sun-sat, steps 1 or more",
         },
     ]
 
@@ -95,10 +136,14 @@ class Surge(common.Model):
         )
         if not complete:
             raise ValueError("a surge has either cron and duration, or start and end")
-        if self.cron is not None:
-            cron.parse(self.cron)
-        if self.duration is not None and self.duration <= dt.timedelta(0):
-            raise ValueError("duration must be longer than 0s")
+        if self.cron is not None and self.duration is not None:
+            open_at_once = cron.parse(self.cron).most_starts_within(self.duration + self.lead_time)
+            if open_at_once > MAX_OPEN_WINDOWS:
+                raise ValueError(
+                    f"cron {self.cron!r} may start up to {open_at_once} windows within one duration plus leadTime"
+                    f" ({durations.format(self.duration + self.lead_time)}); at most {MAX_OPEN_WINDOWS} may be open"
+                    " at once: fire less often or shorten the duration"
+                )
         if self.start is not None and self.end is not None:
             if parse_local_time(self.end) <= parse_local_time(self.start):
                 raise ValueError(f"end must be after start (start={self.start}, end={self.end})")
@@ -114,8 +159,10 @@ class SurgeScheduleSpec(common.Model):
     """IANA time zone the cron expressions and dates are read in, e.g. America/Chicago."""
     selector: common.LabelSelector | None = None
     """Selects ClinicalSLOs in this namespace by label."""
-    slo_refs: tuple[str, ...] = pydantic.Field(default=(), max_length=256)
-    """Names of ClinicalSLOs in this namespace."""
+    slo_refs: tuple[
+        Annotated[str, pydantic.Field(min_length=1, max_length=253, pattern=clinicalslo.OBJECT_NAME)], ...
+    ] = pydantic.Field(default=(), max_length=256)
+    """Names of ClinicalSLOs in this namespace (at most 256)."""
     surges: tuple[Surge, ...] = pydantic.Field(min_length=1, max_length=64)
     """The surges."""
 

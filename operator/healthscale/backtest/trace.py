@@ -1,6 +1,7 @@
 """Reading demand traces: CSV files with ``timestamp,value`` rows on a regular grid, gaps allowed.
 
-Timestamps are ISO-8601 naive local times. The engine works in epoch seconds, so a trace's wall
+Timestamps are ISO-8601 local times (naive, or with ``Z`` or an offset, which is dropped: the time
+as written is kept) or epoch seconds (read as UTC). The engine works in epoch seconds, so a trace's wall
 clock is read as if it were UTC: daily and weekly cycles, cron surges and the plot all line up
 with the local times written in the file. Every malformed row is reported with its line number.
 """
@@ -12,6 +13,7 @@ import dataclasses
 import datetime as dt
 import math
 import pathlib
+import re
 from collections import Counter
 
 import numpy as np
@@ -42,11 +44,19 @@ class Trace:
         return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).replace(tzinfo=None)
 
 
+_EPOCH = re.compile(r"[0-9]+(\.[0-9]*)?")
+
+
 def _parse_time(text: str) -> dt.datetime:
-    moment = dt.datetime.fromisoformat(text.strip())
-    if moment.tzinfo is not None:
-        raise ValueError("has a UTC offset; traces use naive local time")
-    return moment
+    """The wall-clock time of one row: ISO-8601, naive or with ``Z`` or an offset (the time as written
+    is kept, the offset dropped), or epoch seconds (read as UTC)."""
+    text = text.strip()
+    if _EPOCH.fullmatch(text):
+        try:
+            return dt.datetime.fromtimestamp(float(text), dt.timezone.utc).replace(tzinfo=None)
+        except (OverflowError, OSError):
+            raise ValueError("is out of range as epoch seconds") from None
+    return dt.datetime.fromisoformat(text).replace(tzinfo=None)
 
 
 def load(path: pathlib.Path) -> Trace:
@@ -75,7 +85,7 @@ def load(path: pathlib.Path) -> Trace:
             try:
                 moment = _parse_time(row[0])
             except ValueError as error:
-                problems.append(f"{path}:{line_number}: field timestamp: {row[0]!r} is not an ISO-8601 time ({error})")
+                problems.append(f"{path}:{line_number}: field timestamp: {row[0]!r} is not an ISO-8601 time or epoch seconds ({error})")
                 continue
             text = row[1].strip()
             if text.lower() in ("", "nan", "na"):

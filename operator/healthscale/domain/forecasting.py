@@ -718,6 +718,27 @@ def predict(state: State, recent: series_.Series, origin: int) -> Outcome:
     )
 
 
+FRESH_SECONDS = 600
+"""Demand observed within two steps, or this many seconds, is current."""
+
+
+def staleness(history: series_.Series, now: int) -> NoForecast | None:
+    """Why the newest demand is too old to justify removing capacity, or None when it is current.
+
+    Old data may still forecast a rise (scaling up on it is safe), but never a scale-down: the
+    planner holds replicas while this is set. Silence at an hour that is usually silent (a clinic
+    at night) is the series' normal shape, not staleness.
+    """
+    allowed = max(2 * history.step, FRESH_SECONDS)
+    latest = history.last_observed()
+    if latest is None:
+        return NoForecast("StaleData", "no demand sample has been observed")
+    age = now - (latest[0] + history.step)
+    if age <= allowed or _usually_quiet(history, now - allowed, now):
+        return None
+    return NoForecast("StaleData", f"the newest demand sample is {_hours(age)} old (current means within {_hours(allowed)})")
+
+
 def _usually_quiet(recent: series_.Series, begin: int, end: int) -> bool:
     """True when ``[begin, end)`` had no samples on most of the previous seven days too.
 

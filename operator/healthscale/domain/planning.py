@@ -36,6 +36,9 @@ QUANTILE_BY_CRITICALITY = {
 }
 """The forecast quantile each criticality provisions for, unless ``forecast.quantile`` is set."""
 
+REPLICA_CEILING = 10**9
+"""What an uncountably large demand asks for; far above any maxReplicas, so the cap decides."""
+
 FAST_BURN_EXTRA_HEADROOM = 0.25
 """Added to the headroom fraction while the error budget burns fast."""
 
@@ -91,7 +94,9 @@ class Policy:
         if demand <= 0:
             return 0
         # Round before ceil so that 3.0000000001 replicas of float noise do not become 4.
-        return int(math.ceil(round(demand * (1.0 + headroom) / self.per_replica, 9)))
+        needed = round(demand * (1.0 + headroom) / self.per_replica, 9)
+        # Demand too large to count (or +Inf) asks for everything: maxReplicas caps it later.
+        return int(math.ceil(needed)) if needed < REPLICA_CEILING else REPLICA_CEILING
 
 
 def forecast_settings(spec: clinicalslo.ClinicalSLOSpec, policy: Policy) -> forecasting.Settings:
@@ -120,6 +125,8 @@ class Inputs:
     fast_burn: bool = False
     demand_anomaly: bool = False
     """Demand has stayed above the forecast's band: lean on current demand, with headroom."""
+    stale: forecasting.NoForecast | None = None
+    """Why the newest demand is too old to remove capacity on (``forecasting.staleness``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,6 +203,32 @@ def _extra(extra_headroom: float) -> str:
     return f", +{extra_headroom * 100:.0f}% for the fast burn" if extra_headroom > 0 else ""
 
 
+def _in_effect(policy: Policy, surges: Sequence[calendar.Window], now: int) -> list[calendar.Window]:
+    """Windows in effect now or within the lookahead (a replica asked for now serves then)."""
+    moment, ahead = series.from_epoch(now), dt.timedelta(seconds=policy.lookahead)
+    return [window for window in surges if window.in_effect(moment, ahead)]
+
+
+def schedule_floors(policy: Policy, surges: Sequence[calendar.Window], now: int) -> list[Proposal]:
+    """The floors of the surges in effect within the lookahead: known from the spec and the
+    calendar alone, so the reconcile applies them before (and whatever becomes of) any metrics."""
+    return [Proposal(Signal.SCHEDULE, window.min_replicas, None, f"{window.surge} floor {window.min_replicas}",
+                     window.surge)
+            for window in _in_effect(policy, surges, now) if window.min_replicas is not None]
+
+
+def floor(policy: Policy, surges: Sequence[calendar.Window], now: int) -> Proposal:
+    """The least replicas the spec and the schedules demand now: the higher of ``minReplicas`` and
+    every surge floor in effect, capped at ``maxReplicas``. No metric is needed to know it."""
+    candidates = [Proposal(Signal.MINIMUM, policy.min_replicas, None, f"minReplicas {policy.min_replicas}"),
+                  *schedule_floors(policy, surges, now)]
+    best = max(candidates, key=lambda proposal: (proposal.replicas, -_PRIORITY.index(proposal.signal)))
+    if best.replicas > policy.max_replicas:
+        return dataclasses.replace(best, replicas=policy.max_replicas,
+                                   detail=f"{best.detail}, capped at maxReplicas {policy.max_replicas}")
+    return best
+
+
 def _proposals(policy: Policy, inputs: Inputs, headroom: float) -> tuple[list[Proposal], float | None, int | None]:
     proposals = [Proposal(Signal.MINIMUM, policy.min_replicas, None, f"minReplicas {policy.min_replicas}")]
     horizon_end = inputs.now + policy.lookahead
@@ -226,12 +259,8 @@ def _proposals(policy: Policy, inputs: Inputs, headroom: float) -> tuple[list[Pr
                         Signal.SCHEDULE, policy.replicas_for(surged[0], 0.0), surged[0],
                         f"{names[index]} x{multipliers[index]:g} on planned demand {planned[index]:.4g}", names[index],
                     ))
-    for window in inputs.surges:
-        if not window.in_effect(series.from_epoch(inputs.now), dt.timedelta(seconds=policy.lookahead)):
-            continue
-        if window.min_replicas is not None:
-            proposals.append(Proposal(Signal.SCHEDULE, window.min_replicas, None,
-                                      f"{window.surge} floor {window.min_replicas}", window.surge))
+    proposals += schedule_floors(policy, inputs.surges, inputs.now)
+    for window in _in_effect(policy, inputs.surges, inputs.now):
         if window.multiplier > 1.0 and not isinstance(forecast, forecasting.Forecast) and inputs.current_demand is not None:
             # Without a forecast the multiplier applies to the demand seen now.
             demand = inputs.current_demand * window.multiplier
@@ -269,6 +298,9 @@ def plan(policy: Policy, inputs: Inputs, memory: Memory = Memory()) -> tuple[Dec
         if no_forecast is not None:
             desired = ceiling
             guards.append(f"scale-down held: no forecast ({no_forecast.reason})")
+        elif inputs.stale is not None:
+            desired = ceiling
+            guards.append(f"scale-down held: stale data ({inputs.stale.reason})")
         elif inputs.fast_burn:
             desired = ceiling
             guards.append("scale-down held: error budget burning fast")

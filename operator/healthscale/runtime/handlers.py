@@ -1,10 +1,13 @@
 """Kopf handlers for ClinicalSLO and SurgeSchedule.
 
-Each handler parses the spec once (pydantic), calls one service function, writes status, posts
-Events and maps failures: a spec the models reject is a ``kopf.PermanentError`` (the API server's
-CEL rules should already have stopped it), a missing target or a refused write is a
-``kopf.TemporaryError`` with a delay. A timer ticks every ``TICK_SECONDS``; a ClinicalSLO is
-re-planned when its ``forecast.step`` has passed, or at once after it or a SurgeSchedule changes.
+Each handler parses the spec once (pydantic), calls one service function, writes the typed status
+and posts Events. Nothing a user can put in a spec raises out of a handler: a spec the models
+reject is ``Ready=False`` with reason ``InvalidSpec`` (and a Warning Event) in the object's own
+status; a failed or refused write is a condition plus a ``kopf.TemporaryError`` when a retry can
+help. A timer ticks every ``TICK_SECONDS``; a ClinicalSLO is re-planned when its ``forecast.step``
+has passed, or at once after it or a SurgeSchedule changes. Deletion restores what healthscale
+changed, from status alone, and always releases the finalizer: a restore the API server refuses
+(403, 404, 422), or one still failing after ``DELETE_RETRIES`` tries, is named in a Warning Event.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import pydantic
 
 from healthscale.adapters import kube, prometheus
 from healthscale.api import clinicalslo, manifests, surgeschedule
+from healthscale.service import events
 from healthscale.runtime import metrics, residency
 from healthscale.service import cycle
 
@@ -27,13 +31,19 @@ TICK_SECONDS = 20.0
 FINALIZER = "healthscale.io/restore-scale"
 QUEUE_WORKERS = 64
 EVENT_POSTERS = 4
+DELETE_RETRIES = 5
+"""Tries of a retryable restore (timeouts, 409, 429, 5xx) before deletion gives up and says so."""
+API_TIMEOUT_SECONDS = 15.0
+"""Kopf's own API requests (status patches, Events); a silent API server costs at most this."""
 
 
 @dataclasses.dataclass
 class Runtime:
     """Everything the handlers share, kept in Kopf's memo."""
 
-    clients: cycle.Clients
+    ports: cycle.Ports
+    kube: kube.Workloads
+    """The adapter itself, for what is not the reconcile's (SurgeSchedule status)."""
     dry_run: bool = False
     memories: dict[tuple[str, str], cycle.Memory] = dataclasses.field(default_factory=dict)
     due: set[tuple[str, str]] = dataclasses.field(default_factory=set)
@@ -46,18 +56,46 @@ def _runtime(memo: Any) -> Runtime:
     return runtime
 
 
-def _parse_slo(body: kopf.Body) -> clinicalslo.ClinicalSLO:
+def previous_status(raw: Any) -> clinicalslo.ClinicalSLOStatus:
+    """The status as last written, leniently: a part that no longer validates is dropped, but the
+    records of what healthscale changed are kept whenever they can be read."""
+    body = dict(raw or {})
+    try:
+        return clinicalslo.ClinicalSLOStatus.model_validate(body)
+    except pydantic.ValidationError:
+        pass
+    kept: dict[str, Any] = {}
+    for field in ("originals", "original", "recommendations", "conditions"):
+        try:
+            kept[field] = clinicalslo.ClinicalSLOStatus.model_validate({field: body.get(field)}).model_dump()[field]
+        except pydantic.ValidationError:
+            continue
+    return clinicalslo.ClinicalSLOStatus.model_validate(kept)
+
+
+def write_status(patch: kopf.Patch, status: clinicalslo.ClinicalSLOStatus) -> None:
+    # None values stay in: a merge patch needs explicit nulls to clear fields set last cycle.
+    patch.status.update(status.model_dump(mode="json", by_alias=True))
+
+
+def _invalid(patch: kopf.Patch, body: kopf.Body, status: clinicalslo.ClinicalSLOStatus, generation: int | None,
+             message: str) -> None:
+    """Ready=False/InvalidSpec in the object's status, and a Warning Event once per generation."""
+    ready = events.condition(status.conditions, "Ready", False, "InvalidSpec", message, generation, int(time.time()))
+    first = not any(item.type == "Ready" and item.reason == "InvalidSpec" and item.observed_generation == generation
+                    for item in status.conditions)
+    kept = tuple(item for item in status.conditions if item.type != "Ready")
+    write_status(patch, status.model_copy(update={"conditions": (ready, *kept), "observed_generation": generation}))
+    if first:
+        kopf.warn(body, reason="InvalidSpec", message=message[:1024])
+
+
+def _parse_slo(body: kopf.Body, patch: kopf.Patch, status: clinicalslo.ClinicalSLOStatus) -> clinicalslo.ClinicalSLO | None:
     try:
         return manifests.parse(clinicalslo.ClinicalSLO, dict(body), source="ClinicalSLO")
     except manifests.ManifestError as error:
-        raise kopf.PermanentError(str(error)) from error
-
-
-def _parse_schedule(body: Any) -> surgeschedule.SurgeSchedule:
-    try:
-        return manifests.parse(surgeschedule.SurgeSchedule, dict(body), source="SurgeSchedule")
-    except manifests.ManifestError as error:
-        raise kopf.PermanentError(str(error)) from error
+        _invalid(patch, body, status, body.get("metadata", {}).get("generation"), "; ".join(error.problems))
+        return None
 
 
 @kopf.on.startup()
@@ -74,6 +112,12 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.queueing.worker_limit = QUEUE_WORKERS
     settings.queueing.idle_timeout = 1.0  # a worker holds its slot while idle
     settings.posting.worker_limit = EVENT_POSTERS
+    settings.networking.request_timeout = API_TIMEOUT_SECONDS
+    settings.networking.connect_timeout = 5.0
+    # A watch the API server stopped answering is dropped and re-opened instead of hanging.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 5.0
 
 
 @kopf.index(GROUP, VERSION, "surgeschedules")
@@ -91,24 +135,29 @@ def _refresh_schedules(runtime: Runtime, schedules: list[surgeschedule.SurgeSche
     namespace) whenever the operator is not running.
     """
     for schedule in schedules:
-        fresh = cycle.schedule_status(schedule, now)
-        shown = schedule.status.model_dump(by_alias=True, mode="json") if schedule.status else {}
-        if shown.get("windows") == fresh["windows"] and shown.get("nextSurge") == fresh["nextSurge"]:
+        fresh = cycle.schedule_status(schedule, now, schedule.status)
+        shown = schedule.status
+        if shown is not None and shown.windows == fresh.windows and shown.next_surge == fresh.next_surge \
+                and [(item.type, item.status, item.reason) for item in shown.conditions] == \
+                [(item.type, item.status, item.reason) for item in fresh.conditions]:
             continue
         try:
-            runtime.clients.workloads.set_schedule_status(schedule.metadata.namespace, schedule.metadata.name, fresh)
-        except kube.ApiError as error:
+            runtime.kube.set_schedule_status(
+                schedule.metadata.namespace, schedule.metadata.name, fresh.model_dump(mode="json", by_alias=True))
+        except (kube.ApiError, kube.TargetNotFound) as error:
             logger.warning("could not refresh SurgeSchedule %s: %s", schedule.metadata.name, error)
 
 
 def _selecting(slo: clinicalslo.ClinicalSLO, index: kopf.Index[str, dict[str, Any]],
                logger: kopf.Logger) -> list[surgeschedule.SurgeSchedule]:
+    """The valid SurgeSchedules that select ``slo``. An invalid one is skipped (its own status
+    says why, see ``schedule_changed``): it never stops another schedule or ClinicalSLO."""
     found = []
     for body in index.get(slo.metadata.namespace, []):
         try:
-            schedule = surgeschedule.SurgeSchedule.model_validate(body)
-        except pydantic.ValidationError:
-            logger.warning("skipping invalid SurgeSchedule %s", body.get("metadata", {}).get("name"))
+            schedule = manifests.parse(surgeschedule.SurgeSchedule, body, source="SurgeSchedule")
+        except manifests.ManifestError:
+            logger.debug("skipping invalid SurgeSchedule %s", body.get("metadata", {}).get("name"))
             continue
         if schedule.spec.applies_to(slo.metadata.name, slo.metadata.labels):
             found.append(schedule)
@@ -118,9 +167,10 @@ def _selecting(slo: clinicalslo.ClinicalSLO, index: kopf.Index[str, dict[str, An
 @kopf.on.resume(GROUP, VERSION, "clinicalslos")
 @kopf.on.create(GROUP, VERSION, "clinicalslos")
 @kopf.on.update(GROUP, VERSION, "clinicalslos", field="spec")
-def spec_changed(body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    """Validate now and plan at the next tick instead of waiting for the step."""
-    _parse_slo(body)
+def spec_changed(body: kopf.Body, status: kopf.Status, namespace: str | None, name: str, memo: Any,
+                 patch: kopf.Patch, **_: Any) -> None:
+    """Validate now (an invalid spec says so in status) and plan at the next tick."""
+    _parse_slo(body, patch, previous_status(status))
     _runtime(memo).due.add((namespace or "", name))
 
 
@@ -144,34 +194,35 @@ def tick(body: kopf.Body, status: kopf.Status, namespace: str | None, name: str,
             return
         metrics.CYCLE_DELAY.observe(max(0, late))
     runtime.due.discard(key)
-    slo = _parse_slo(body)
+    previous = previous_status(status)
+    slo = _parse_slo(body, patch, previous)
+    if slo is None:
+        metrics.CYCLE_ERRORS.labels(namespace or "", name, "InvalidSpec").inc()
+        return
     schedules = _selecting(slo, index, logger)
     started = time.perf_counter()
     try:
-        result = residency.run_cycle(memo, slo, schedules, now, runtime.clients, memory, dict(status), runtime.dry_run)
-    except kube.TargetNotFound as error:
-        metrics.CYCLE_ERRORS.labels(slo.metadata.namespace, name, "TargetNotFound").inc()
-        _not_ready(patch, status, slo, now, "TargetNotFound", str(error))
-        raise kopf.TemporaryError(f"{error}; retrying", delay=30) from error
-    except kube.ApiError as error:
+        result = residency.run_cycle(memo, slo, schedules, now, runtime.ports, memory, previous, runtime.dry_run)
+    except (kube.ApiError, kube.TargetNotFound) as error:  # the residency steps' reads and writes
         metrics.CYCLE_ERRORS.labels(slo.metadata.namespace, name, "ApiError").inc()
-        _not_ready(patch, status, slo, now, "ApiError", str(error))
-        if error.retryable:
-            raise kopf.TemporaryError(str(error), delay=15) from error
-        kopf.warn(body, reason="ScaleRefused", message=str(error))
-        return
-    except ValueError as error:  # e.g. a demand query that returns several series
-        metrics.CYCLE_ERRORS.labels(slo.metadata.namespace, name, "InvalidQuery").inc()
-        _not_ready(patch, status, slo, now, "InvalidQuery", str(error))
-        kopf.warn(body, reason="InvalidQuery", message=str(error))
-        return
+        ready = events.condition(previous.conditions, "Ready", False, "ApiError", str(error),
+                                 slo.metadata.generation, now)
+        kept = tuple(item for item in previous.conditions if item.type != "Ready")
+        write_status(patch, previous.model_copy(update={"conditions": (ready, *kept)}))
+        if isinstance(error, kube.ApiError) and not error.retryable:
+            kopf.warn(body, reason="ApiError", message=str(error))
+            return
+        raise kopf.TemporaryError(str(error), delay=15) from error
     finally:
         metrics.CYCLE_SECONDS.observe(time.perf_counter() - started)
-    patch.status.update(result.status)
+    write_status(patch, result.status)
     _refresh_schedules(runtime, schedules, now, logger)
     for event in result.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     metrics.record(slo.metadata.namespace, name, result)
+    outcome = next((item for item in result.status.conditions if item.type == "Ready"), None)
+    if outcome is not None and outcome.status != "True":
+        metrics.CYCLE_ERRORS.labels(slo.metadata.namespace, name, outcome.reason).inc()
     if result.decision is not None:
         decision = result.decision
         # Names and numbers only: nothing from the workload's requests reaches the log.
@@ -179,37 +230,29 @@ def tick(body: kopf.Body, status: kopf.Status, namespace: str | None, name: str,
             "desired": decision.desired_replicas, "current": decision.current_replicas,
             "reason": str(decision.reason), "surge": decision.surge, "forecast_peak": decision.forecast_peak,
             "guards": list(decision.guards)})
+    if result.retry_after is not None:
+        raise kopf.TemporaryError(outcome.message if outcome else "retrying", delay=result.retry_after)
 
 
-def _not_ready(patch: kopf.Patch, status: kopf.Status, slo: clinicalslo.ClinicalSLO, now: int,
-               reason: str, message: str) -> None:
-    previous = list(status.get("conditions") or [])
-    kept = [item for item in previous if item.get("type") != "Ready"]
-    patch.status["conditions"] = [cycle.condition(previous, "Ready", False, reason, message,
-                                                  slo.metadata.generation, now), *kept]
-    patch.status["observedGeneration"] = slo.metadata.generation
-
-
-@kopf.on.delete(GROUP, VERSION, "clinicalslos")
-def deleted(body: kopf.Body, status: kopf.Status, namespace: str | None, name: str, memo: Any,
+@kopf.on.delete(GROUP, VERSION, "clinicalslos", retries=DELETE_RETRIES + 1)
+def deleted(body: kopf.Body, status: kopf.Status, namespace: str | None, name: str, memo: Any, retry: int,
             logger: kopf.Logger, **_: Any) -> None:
-    """Give the workload back as healthscale found it."""
+    """Give back what healthscale changed, from status alone (the spec may not even parse)."""
     runtime = _runtime(memo)
     runtime.memories.pop((namespace or "", name), None)
     metrics.forget(namespace or "", name)
-    try:
-        slo = clinicalslo.ClinicalSLO.model_validate(dict(body))
-    except pydantic.ValidationError:
-        logger.warning("deleting an invalid ClinicalSLO; nothing was ever scaled")
+    released = cycle.release(runtime.ports.workloads, namespace or "default", previous_status(status))
+    for event in released.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        logger.info("%s", event.message)
+    if not released.unrestored:
         return
-    if slo.spec.mode != clinicalslo.Mode.ACTIVE or runtime.dry_run:
-        return
-    try:
-        done = cycle.restore(slo, runtime.clients, dict(status))
-    except kube.ApiError as error:
-        raise kopf.TemporaryError(f"could not restore the original scale: {error}", delay=15) from error
-    if done:
-        logger.info("%s", done)
+    if released.retryable and retry < DELETE_RETRIES:
+        raise kopf.TemporaryError(f"could not restore: {'; '.join(released.unrestored)}", delay=min(30, 2 ** retry))
+    # Refused (403, 422) or still failing: say exactly what is left, and let the deletion finish.
+    message = f"not restored, left as it is: {'; '.join(released.unrestored)}"
+    kopf.warn(body, reason="RestoreFailed", message=message[:1024])
+    logger.warning("%s", message)
 
 
 @kopf.on.resume(GROUP, VERSION, "surgeschedules")
@@ -217,17 +260,35 @@ def deleted(body: kopf.Body, status: kopf.Status, namespace: str | None, name: s
 @kopf.on.update(GROUP, VERSION, "surgeschedules", field="spec")
 @kopf.on.delete(GROUP, VERSION, "surgeschedules", optional=True)
 def schedule_changed(body: kopf.Body, namespace: str | None, memo: Any, patch: kopf.Patch, **_: Any) -> None:
-    """Re-plan the namespace's ClinicalSLOs at the next tick, and publish the next windows."""
+    """Re-plan the namespace's ClinicalSLOs at the next tick, and publish the next windows (or,
+    for a schedule the models reject, Ready=False with the reason and a Warning Event)."""
     runtime = _runtime(memo)
     runtime.due.update(key for key in runtime.memories if key[0] == namespace)
     if body.get("metadata", {}).get("deletionTimestamp"):
         return
-    schedule = _parse_schedule(body)
-    patch.status.update(cycle.schedule_status(schedule, int(time.time())))
-
-
+    generation = body.get("metadata", {}).get("generation")
+    raw_status = body.get("status") or {}
+    try:
+        earlier = surgeschedule.SurgeScheduleStatus.model_validate(raw_status).conditions
+    except pydantic.ValidationError:
+        earlier = ()
+    now = int(time.time())
+    try:
+        schedule = manifests.parse(surgeschedule.SurgeSchedule, dict(body), source="SurgeSchedule")
+    except manifests.ManifestError as error:
+        message = "; ".join(error.problems)
+        fresh = cycle.invalid_schedule_status(generation, earlier, now, message)
+        kopf.warn(body, reason="InvalidSpec", message=f"{message}; this schedule is skipped"[:1024])
+    else:
+        fresh = cycle.schedule_status(schedule, now, schedule.status)
+        ready = fresh.conditions[0]
+        if ready.status != "True":
+            kopf.warn(body, reason=ready.reason, message=ready.message[:1024])
+    patch.status.update(fresh.model_dump(mode="json", by_alias=True))
 
 
 def make_runtime(prometheus_url: str, auth: prometheus.Auth, dry_run: bool) -> Runtime:
     kube.load_config()
-    return Runtime(cycle.Clients(prometheus.Client(prometheus_url, auth), kube.Workloads()), dry_run=dry_run)
+    workloads = kube.Workloads()
+    return Runtime(cycle.Ports(prometheus.Client(prometheus_url, auth), workloads, kube.ClinicalSLOs()), workloads,
+                   dry_run=dry_run)

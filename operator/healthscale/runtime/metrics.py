@@ -47,7 +47,7 @@ def record(namespace: str, name: str, result: cycle.Result) -> None:
         return
     DESIRED.labels(namespace, name).set(decision.desired_replicas)
     CURRENT.labels(namespace, name).set(decision.current_replicas)
-    demand = result.status.get("currentDemand")
+    demand = result.status.current_demand
     if demand is not None:
         DEMAND.labels(namespace, name).set(float(demand))
     if decision.forecast_peak is not None:
@@ -55,10 +55,10 @@ def record(namespace: str, name: str, result: cycle.Result) -> None:
     for reason in REASONS:
         REASON.labels(namespace, name, reason).set(1.0 if str(decision.reason) == reason else 0.0)
     FORECASTING.labels(namespace, name).set(0.0 if decision.no_forecast is not None else 1.0)
-    error = result.status.get("forecastError")
+    error = result.status.forecast_error
     if error is not None:
         FORECAST_ERROR.labels(namespace, name).set(float(error))
-    budget = result.status.get("errorBudgetRemaining")
+    budget = result.status.error_budget_remaining
     if budget is not None:
         BUDGET.labels(namespace, name).set(float(budget))
     if result.scaled:
@@ -102,8 +102,8 @@ def record_residency(namespace: str, name: str, outcome: residency.Outcome) -> N
         forget_residency(namespace, name)
         return
     RESIDENCY_VIOLATIONS.labels(namespace, name).set(len(outcome.violations))
-    RESIDENCY_COMPLIANT.labels(namespace, name).set(1.0 if outcome.status.get("compliant") else 0.0)
-    regions = set(outcome.status.get("regions") or [])
+    RESIDENCY_COMPLIANT.labels(namespace, name).set(1.0 if outcome.status.compliant else 0.0)
+    regions = set(outcome.status.regions)
     short = outcome.shortfall
     for region in regions | _SHORTFALL_REGIONS.get((namespace, name), set()):
         if region in regions:

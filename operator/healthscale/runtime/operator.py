@@ -14,7 +14,7 @@ import kopf
 import prometheus_client
 
 from healthscale.adapters import prometheus
-from healthscale.runtime import handlers, residency
+from healthscale.runtime import handlers, residency, sweeper  # sweeper: registers its start-up handler
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +93,7 @@ def run(options: Options) -> int:
         # replica needs its own priority; a random one makes an arbitrary replica the active one.
         priority=options.peering_priority if options.peering_priority is not None else random.randint(1, 2**30),
         liveness_endpoint=f"http://0.0.0.0:{options.health_port}/healthz" if options.health_port else None,
-        memo=kopf.Memo(runtime=runtime, residency=residency_runtime),
+        memo=kopf.Memo(runtime=runtime, residency=residency_runtime,
+                       sweeper=sweeper.Config(namespaces=options.namespaces)),
     )
     return 0

@@ -72,12 +72,13 @@ class Runtime:
 
 
 def run_cycle(memo: Any, slo: clinicalslo.ClinicalSLO, schedules: list[surgeschedule.SurgeSchedule], now: int,
-              clients: cycle.Clients, memory: cycle.Memory, status: Mapping[str, Any], dry_run: bool) -> cycle.Result:
+              ports_: cycle.Ports, memory: cycle.Memory, status: clinicalslo.ClinicalSLOStatus,
+              dry_run: bool) -> cycle.Result:
     """One ClinicalSLO cycle with residency (a plain ``cycle.run`` when residency is not configured)."""
     runtime = memo.get("residency")
     if not isinstance(runtime, Runtime):
-        return cycle.run(slo, schedules, now, clients, memory, status, dry_run)
-    result, outcome = residency.run_cycle(slo, schedules, now, clients, runtime.placement, runtime.config.settings(),
+        return cycle.run(slo, schedules, now, ports_, memory, status, dry_run)
+    result, outcome = residency.run_cycle(slo, schedules, now, ports_, runtime.placement, runtime.config.settings(),
                                           memory, status, dry_run)
     metrics.record_residency(slo.metadata.namespace, slo.metadata.name, outcome)
     return result

@@ -1,30 +1,45 @@
-"""One reconcile cycle of a ClinicalSLO: observe, forecast, plan, apply, report.
+"""One reconcile of a ClinicalSLO, as a sequence of small steps.
 
-The service owns the order of things and the safety rules at the edges: a Prometheus outage or
-an empty demand query becomes "no forecast" (so the planner holds, never scales down), Preview
-never writes to the workload, and the original replica count or HPA floor is remembered in the
-status the first time healthscale changes it, so deleting the ClinicalSLO can restore it.
-It returns everything the Kopf handler needs to write: the status, the Events and the metrics.
+1. ``floors``: ``minReplicas`` and the surge floors in effect, from the spec and the calendar alone;
+2. ``target``: the workload and its HPA as they are now;
+3. ``records``: what healthscale changed before is kept, or put back (``restore.settle``);
+4. ``hold_floor``: in Active mode the target is raised to the floor *before* any metric is read,
+   so a slow or broken Prometheus never delays a surge floor;
+5. ``observe``: demand history, forecast and burn rates. Every outcome is a value: a forecast, or
+   "no forecast" with its reason (PrometheusUnavailable, InvalidQuery, NonFiniteSample, StaleData,
+   ...), never an exception and never zero;
+6. ``plan``: the planner's decision (pure);
+7. ``apply``: each field's original is saved to status before the field is first written;
+8. ``status``: the typed ``ClinicalSLOStatus`` the CRD is generated from.
+
+The residency service wraps this with its enforce step before and audit step after. The
+reconcile talks to the world only through ``healthscale.ports``; the runtime wires the adapters.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
 import logging
 import math
 import threading
+import time
 import zlib
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
-from healthscale.adapters import kube, prometheus
-from healthscale.api import clinicalslo, surgeschedule
-from healthscale.domain import calendar, forecasting, planning, series, slo
+import numpy as np
+
+from healthscale import ports
+from healthscale.api import clinicalslo, common, surgeschedule
+from healthscale.domain import calendar, forecasting, history, planning, series, slo
+from healthscale.service import events as events_
+from healthscale.service import history as history_reader
+from healthscale.service import restore
 
 ANOMALY_INTERVALS = 3
 """Demand above the forecast band for this many cycles in a row is an anomaly, not noise."""
+BUDGET_SECONDS = 20.0
+"""A cycle's time budget (one tick): once spent, the optional reads (burn rates) are skipped."""
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +48,15 @@ FITS = threading.BoundedSemaphore(2)
 (14 days at 1 minute is a 20,160-row design matrix) and is CPU-bound, so after a restart a
 thousand first cycles take turns instead of all holding their buffers on two cores."""
 
+Event = events_.Event
+condition = events_.condition
+
 
 @dataclasses.dataclass
 class Memory:
     """What one ClinicalSLO's cycles keep between them (in the operator's memory)."""
 
-    history: prometheus.HistoryCache | None = None
+    history: history.HistoryCache | None = None
     forecast_state: forecasting.State | None = None
     planner: planning.Memory = dataclasses.field(default_factory=planning.Memory)
     last_forecast: forecasting.Forecast | None = None
@@ -49,62 +67,49 @@ class Memory:
 
 
 @dataclasses.dataclass(frozen=True)
-class Event:
-    type: str  # Normal or Warning
-    reason: str
-    message: str
+class Ports:
+    """The outside world as the reconcile sees it; the runtime wires adapters, tests wire fakes."""
+
+    metrics: ports.Metrics
+    workloads: ports.Workloads
+    records: ports.Records
+    clock: Callable[[], float] = time.monotonic
+    """Seconds, for the cycle's time budget only (decisions use the ``now`` they are given)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Result:
-    status: dict[str, Any]
+    status: clinicalslo.ClinicalSLOStatus
     events: tuple[Event, ...]
     decision: planning.Decision | None
     scaled: bool
+    retry_after: float | None = None
+    """Set when a write failed in a way worth retrying before the next step."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Clients:
-    prometheus: prometheus.Client
-    workloads: kube.Workloads
-
-
-def _timestamp(epoch: int) -> str:
-    return series.from_epoch(epoch).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_time(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def condition(previous: Sequence[Mapping[str, Any]], type_: str, ok: bool | None, reason: str, message: str,
-              generation: int | None, now: int) -> dict[str, Any]:
-    """A metav1.Condition; lastTransitionTime moves only when the status changes."""
-    status = "Unknown" if ok is None else ("True" if ok else "False")
-    earlier = next((item for item in previous if item.get("type") == type_), None)
-    moved = earlier is None or earlier.get("status") != status
-    return {
-        "type": type_, "status": status, "reason": reason, "message": message[:32768],
-        "lastTransitionTime": _timestamp(now) if moved or earlier is None else earlier.get("lastTransitionTime", _timestamp(now)),
-        "observedGeneration": generation,
-    }
-
-
-def surge_windows(schedules: Sequence[surgeschedule.SurgeSchedule], now: int, reach: int) -> list[calendar.Window]:
-    """Every window of the selecting schedules that overlaps ``[now - 1d, now + reach + 1d)``."""
+def surge_windows(schedules: Sequence[surgeschedule.SurgeSchedule], now: int,
+                  reach: int) -> tuple[list[calendar.Window], list[str]]:
+    """Every window of the selecting schedules that overlaps ``[now - 1d, now + reach + 1d)``,
+    and a problem line for each schedule whose calendar could not be read (it is skipped)."""
     found: list[calendar.Window] = []
+    problems: list[str] = []
     for schedule in schedules:
-        found += calendar.Calendar(schedule.spec.timezone, schedule.spec.surges).windows(
-            series.from_epoch(now - series.DAY), series.from_epoch(now + reach + series.DAY))
-    return found
+        try:
+            found += calendar.Calendar(schedule.spec.timezone, schedule.spec.surges).windows(
+                series.from_epoch(now - series.DAY), series.from_epoch(now + reach + series.DAY))
+        except (ValueError, OverflowError, OSError) as error:
+            problems.append(f"SurgeSchedule {schedule.metadata.name} skipped: {error}")
+    return found, problems
 
 
 def next_surge(schedules: Sequence[surgeschedule.SurgeSchedule], now: int) -> str | None:
     moment = series.from_epoch(now)
-    upcoming = []
+    upcoming: list[calendar.Window] = []
     for schedule in schedules:
-        for window in calendar.Calendar(schedule.spec.timezone, schedule.spec.surges).next_per_surge(moment).values():
-            upcoming.append(window)
+        try:
+            upcoming += calendar.Calendar(schedule.spec.timezone, schedule.spec.surges).next_per_surge(moment).values()
+        except (ValueError, OverflowError, OSError):
+            continue  # reported by surge_windows
     if not upcoming:
         return None
     first = min(upcoming, key=lambda window: window.effective_start)
@@ -112,7 +117,20 @@ def next_surge(schedules: Sequence[surgeschedule.SurgeSchedule], now: int) -> st
     return f"{first.surge} {state} {first.start.strftime('%Y-%m-%dT%H:%MZ')}"
 
 
-def burn_report(client: prometheus.Client, spec: clinicalslo.ClinicalSLOSpec, memory: Memory, now: int,
+# ------------------------------------------------------------------------------- observe
+
+
+def scalar(metrics: ports.Metrics, query: str) -> float | None:
+    """A query expected to give one series; None when it gives nothing or a non-finite value."""
+    found = metrics.instant(query)
+    if len(found) > 1:
+        raise ports.MetricsError("InvalidQuery", f"{query!r} returned {len(found)} series; aggregate it to one")
+    if not found or not math.isfinite(found[0][1]):
+        return None
+    return found[0][1]
+
+
+def burn_report(metrics: ports.Metrics, spec: clinicalslo.ClinicalSLOSpec, memory: Memory, now: int,
                 step: int) -> slo.Report | None:
     """Burn rates from the errors and total indicators (rates), averaged over each window.
 
@@ -133,7 +151,7 @@ def burn_report(client: prometheus.Client, spec: clinicalslo.ClinicalSLOSpec, me
         if earlier is not None and now - earlier[0] < slo.reuse_seconds(seconds, step, spread):
             used[query] = earlier
         else:
-            used[query] = (now, client.scalar(query))
+            used[query] = (now, scalar(metrics, query))
         return used[query][1]
 
     counts: dict[int, slo.Counts] = {}
@@ -143,12 +161,12 @@ def burn_report(client: prometheus.Client, spec: clinicalslo.ClinicalSLOSpec, me
         if all_ is None:
             continue
         bad = bad or 0.0
-        counts[seconds] = slo.Counts(good=max(0.0, all_ - bad) * seconds, total=all_ * seconds)
+        counts[seconds] = slo.Counts(good=max(0.0, all_ - bad) * seconds, total=max(0.0, all_) * seconds)
     window_seconds = int(spec.objectives.window.total_seconds())
     bad = average(errors, window_seconds, "5m")
     all_ = average(total, window_seconds, "5m")
     memory.burn_values = used  # only this spec's queries: an edited indicator leaves nothing behind
-    whole = slo.Counts(max(0.0, (all_ or 0.0) - (bad or 0.0)), all_) if all_ is not None else None
+    whole = slo.Counts(max(0.0, (all_ or 0.0) - (bad or 0.0)), max(0.0, all_)) if all_ is not None else None
     return slo.evaluate(spec.objectives.availability, counts, whole)
 
 
@@ -163,181 +181,357 @@ def _above_band(memory: Memory, now: int, demand: float | None, quantile: float)
     return bool(demand > float(previous.quantile(quantile)[index]))
 
 
-def run(resource: clinicalslo.ClinicalSLO, schedules: Sequence[surgeschedule.SurgeSchedule], now: int,
-        clients: Clients, memory: Memory, previous_status: Mapping[str, Any], dry_run: bool = False) -> Result:
-    """Observe, forecast, plan and (in Active mode) apply, for one ClinicalSLO at ``now``."""
+@dataclasses.dataclass(frozen=True)
+class Observation:
+    """What the metrics said this cycle: every failure is a value with its reason."""
+
+    outcome: forecasting.Outcome
+    current_demand: float | None
+    stale: forecasting.NoForecast | None
+    anomaly: bool
+    burn: slo.Report | None
+    conditions: tuple[common.Condition, ...]
+    events: tuple[Event, ...]
+
+
+def _non_finite(values: np.ndarray) -> forecasting.NoForecast | None:
+    count = int(np.count_nonzero(np.isinf(values)))
+    if not count:
+        return None
+    return forecasting.NoForecast("NonFiniteSample", f"indicators.demand returned {count} infinite sample(s) "
+                                                     "(a division by zero?); fix the query")
+
+
+def observe(resource: clinicalslo.ClinicalSLO, ports_: Ports, memory: Memory, now: int,
+            previous: Sequence[common.Condition], started: float) -> Observation:
+    """Read demand, forecast and burn rates. Never raises for anything Prometheus or the data do."""
     spec = resource.spec
-    namespace = resource.metadata.namespace or "default"
     generation = resource.metadata.generation
     policy = planning.Policy.of(spec)
     settings = planning.forecast_settings(spec, policy)
-    previous_conditions = list(previous_status.get("conditions") or [])
+    conditions: list[common.Condition] = []
     events: list[Event] = []
-    conditions: list[dict[str, Any]] = []
-
-    target = clients.workloads.read(namespace, spec.target_ref.kind, spec.target_ref.name)
-
-    # Observe demand. Failures and emptiness are "no forecast" with their reason, never zero.
     if memory.history is None or memory.history.query != spec.indicators.demand or memory.history.step != settings.step:
-        memory.history = prometheus.HistoryCache(spec.indicators.demand, settings.step)
+        memory.history = history.HistoryCache(spec.indicators.demand, settings.step)
         memory.forecast_state = None
     outcome: forecasting.Outcome
     current_demand: float | None = None
+    stale: forecasting.NoForecast | None = None
     heavy = not memory.history.values.size or forecasting.needs_refit(memory.forecast_state, settings, now)
     try:
         with FITS if heavy else contextlib.nullcontext():
-            history = prometheus.read_history(clients.prometheus, memory.history, now, settings.history)
-            outcome, memory.forecast_state = forecasting.forecast(history, now, settings, memory.forecast_state)
-        last = history.last_observed()
-        if last is not None and now - last[0] <= max(2 * settings.step, 600):
-            current_demand = last[1]
-        if history.observed_count() == 0:
-            conditions.append(condition(previous_conditions, "MetricsAvailable", False, "EmptyResult",
+            demand = history_reader.read(ports_.metrics, memory.history, now, settings.history)
+            bad = _non_finite(demand.values)
+            if bad is not None:
+                outcome = bad
+            else:
+                outcome, memory.forecast_state = forecasting.forecast(demand, now, settings, memory.forecast_state)
+        if bad is None:
+            stale = forecasting.staleness(demand, now)
+            last = demand.last_observed()
+            if last is not None and stale is None and now - last[0] <= max(2 * settings.step, forecasting.FRESH_SECONDS):
+                current_demand = last[1]
+        observed = int(np.count_nonzero(np.isfinite(demand.values)))
+        if bad is not None:
+            conditions.append(condition(previous, "MetricsAvailable", False, bad.code, bad.reason, generation, now))
+        elif observed == 0:
+            conditions.append(condition(previous, "MetricsAvailable", False, "EmptyResult",
                                         "the demand query returned no samples", generation, now))
+        elif stale is not None:
+            conditions.append(condition(previous, "MetricsAvailable", False, stale.code, stale.reason, generation, now))
         else:
-            conditions.append(condition(previous_conditions, "MetricsAvailable", True, "DemandObserved",
-                                        f"{history.observed_count()} demand samples over {settings.history // 3600}h",
-                                        generation, now))
-    except prometheus.MetricsUnavailable as error:
-        outcome = forecasting.NoForecast("MetricsUnavailable", str(error))
-        conditions.append(condition(previous_conditions, "MetricsAvailable", False, "PrometheusUnavailable",
-                                    str(error), generation, now))
-
-    if isinstance(outcome, forecasting.Forecast):
-        conditions.append(condition(previous_conditions, "Forecasting", True, "Forecast",
-                                    f"{outcome.model} forecast over {settings.horizon // 60}m", generation, now))
-    else:
-        conditions.append(condition(previous_conditions, "Forecasting", False, outcome.code, outcome.reason,
+            conditions.append(condition(previous, "MetricsAvailable", True, "DemandObserved",
+                                        f"{observed} demand samples over {settings.history // 3600}h", generation, now))
+    except ports.MetricsError as error:
+        outcome = forecasting.NoForecast(error.reason, str(error))
+        conditions.append(condition(previous, "MetricsAvailable", False, error.reason, str(error), generation, now))
+    except Exception as error:  # noqa: BLE001 - a forecasting bug must cost no floor; it is reported, not hidden
+        log.exception("forecasting failed")
+        outcome = forecasting.NoForecast("ForecastFailed", f"{type(error).__name__}: {error}")
+        conditions.append(condition(previous, "MetricsAvailable", None, "ForecastFailed", outcome.reason,
                                     generation, now))
 
-    # A forecast that keeps under-calling demand is not trusted until it recovers.
-    if _above_band(memory, now, current_demand, policy.quantile):
-        memory.above_band += 1
+    if isinstance(outcome, forecasting.Forecast):
+        conditions.append(condition(previous, "Forecasting", True, "Forecast",
+                                    f"{outcome.model} forecast over {settings.horizon // 60}m", generation, now))
     else:
-        memory.above_band = 0
+        conditions.append(condition(previous, "Forecasting", False, outcome.code, outcome.reason, generation, now))
+
+    # A forecast that keeps under-calling demand is not trusted until it recovers.
+    memory.above_band = memory.above_band + 1 if _above_band(memory, now, current_demand, policy.quantile) else 0
     anomaly = memory.above_band >= ANOMALY_INTERVALS
     if anomaly and memory.above_band == ANOMALY_INTERVALS:
         events.append(Event("Warning", "DemandAnomaly",
                             f"demand {current_demand:.4g} above the forecast's p{policy.quantile * 100:g} band for "
                             f"{ANOMALY_INTERVALS} intervals; planning on current demand until the forecast recovers"))
-    conditions.append(condition(previous_conditions, "DemandAnomaly", anomaly,
+    conditions.append(condition(previous, "DemandAnomaly", anomaly,
                                 "AboveForecastBand" if anomaly else "WithinForecastBand",
                                 f"demand above the forecast band for {memory.above_band} interval(s)", generation, now))
     memory.last_forecast = outcome if isinstance(outcome, forecasting.Forecast) else None
 
     burn: slo.Report | None = None
-    try:
-        burn = burn_report(clients.prometheus, spec, memory, now, settings.step)
-    except prometheus.MetricsUnavailable as error:
-        log.warning("burn rates unavailable: %s", error)
-
-    if not memory.planner.proposals:
-        # A restarted operator picks up the stabilisation window from status: no dip mid-surge.
-        memory.planner = planning.Memory(tuple(
-            (series.to_epoch(_parse_time(item["time"])), int(item["replicas"]))
-            for item in previous_status.get("recommendations") or [] if "time" in item and "replicas" in item))
-    windows = surge_windows(schedules, now, policy.lookahead)
-    decision, memory.planner = planning.plan(policy, planning.Inputs(
-        now=now, current_replicas=target.hpa.min_replicas if target.hpa else target.replicas,
-        current_demand=current_demand, forecast=outcome, surges=windows,
-        fast_burn=burn.fast_burn if burn else False, demand_anomaly=anomaly,
-    ), memory.planner)
-
-    # Apply: an HPA keeps reactive scaling, healthscale moves its floor; else the scale subresource.
-    original = dict(previous_status.get("original") or {})
-    scaled = False
-    active = spec.mode == clinicalslo.Mode.ACTIVE and not dry_run
-    if target.hpa is not None:
-        floor = min(decision.desired_replicas, target.hpa.max_replicas)
-        if active and floor != target.hpa.min_replicas:
-            if not original:
-                original = {"kind": "HorizontalPodAutoscaler", "name": target.hpa.name, "minReplicas": target.hpa.min_replicas}
-            clients.workloads.set_hpa_floor(namespace, target.hpa.name, floor)
-            scaled = True
-            events.append(Event("Normal", "RaisedFloor" if floor > target.hpa.min_replicas else "LoweredFloor",
-                                f"HPA {target.hpa.name} minReplicas {target.hpa.min_replicas} -> {floor}: {decision.explanation()}"))
-    elif active and decision.desired_replicas != target.replicas:
-        if not original:
-            original = {"kind": spec.target_ref.kind, "name": spec.target_ref.name, "replicas": target.replicas}
-        if decision.desired_replicas < target.replicas and spec.indicators.pod_load:
-            _protect_busy_pods(clients, namespace, target, spec.indicators.pod_load)
-        clients.workloads.scale(namespace, spec.target_ref.kind, spec.target_ref.name, decision.desired_replicas)
-        scaled = True
-        events.append(Event("Normal", "ScaledUp" if decision.desired_replicas > target.replicas else "ScaledDown",
-                            f"{spec.target_ref.kind} {spec.target_ref.name} {target.replicas} -> "
-                            f"{decision.desired_replicas}: {decision.explanation()}"))
-
-    mode_note = "Preview: computed, not applied" if spec.mode == clinicalslo.Mode.PREVIEW else (
-        "dry run: computed, not applied" if dry_run else "applied")
-    conditions.insert(0, condition(previous_conditions, "Ready", True, "Planned",
-                                   f"{mode_note}; {decision.explanation()}", generation, now))
-    status: dict[str, Any] = {
-        "observedGeneration": generation,
-        "conditions": conditions,
-        "currentDemand": current_demand,
-        "forecastPeak": decision.forecast_peak,
-        "forecastPeakTime": _timestamp(decision.forecast_peak_time) if decision.forecast_peak_time else None,
-        "desiredReplicas": decision.desired_replicas,
-        "currentReplicas": target.replicas,
-        "reason": str(decision.reason),
-        "surge": decision.surge,
-        "explanation": decision.explanation(),
-        "nextSurge": next_surge(schedules, now),
-        "model": outcome.model if isinstance(outcome, forecasting.Forecast) else f"none ({outcome.code})",
-        "forecastError": outcome.error if isinstance(outcome, forecasting.Forecast) else None,
-        "errorBudgetRemaining": burn.budget_remaining if burn else None,
-        "burnRates": {name: rate for name, rate in burn.rates.items() if rate is not None} if burn else {},
-        "lastCycleTime": _timestamp(now),
-        "recommendations": [{"time": _timestamp(time), "replicas": replicas}
-                            for time, replicas in memory.planner.proposals],
-    }
-    if original:
-        status["original"] = original
-    memory.last_cycle = now
-    return Result(status, tuple(events), decision, scaled)
+    if ports_.clock() - started > BUDGET_SECONDS:
+        log.warning("burn rates skipped: the cycle spent its %gs budget", BUDGET_SECONDS)
+    else:
+        try:
+            burn = burn_report(ports_.metrics, spec, memory, now, settings.step)
+        except ports.MetricsError as error:
+            log.warning("burn rates unavailable (%s): %s", error.reason, error)
+    return Observation(outcome, current_demand, stale, anomaly, burn, tuple(conditions), tuple(events))
 
 
-def _protect_busy_pods(clients: Clients, namespace: str, target: kube.Target, pod_load: str) -> None:
+# --------------------------------------------------------------------------------- apply
+
+
+@dataclasses.dataclass
+class Writer:
+    """The cycle's writes to one field, each preceded by saving its original to status."""
+
+    resource: clinicalslo.ClinicalSLO
+    world: Ports
+    originals: tuple[clinicalslo.Original, ...]
+    carried_floor: int | None
+    active: bool
+    events: list[Event] = dataclasses.field(default_factory=list)
+    scaled: bool = False
+
+    def owner_floor(self, key: restore.Key) -> int:
+        """The HPA floor its owner set: recorded before healthscale's first write, else as found."""
+        recorded = next((item for item in self.originals if key.same_object(item)), None)
+        return recorded.value if recorded is not None else key.current
+
+    def target_value(self, key: restore.Key, target: ports.Target, desired: int) -> int:
+        if target.hpa is None:
+            return desired
+        # Never below the floor the HPA's owner set, never above its ceiling (the API refuses it).
+        return min(max(desired, self.owner_floor(key)), target.hpa.max_replicas)
+
+    def write(self, key: restore.Key, value: int, why: str) -> restore.Key:
+        """Move the field to ``value`` (Active mode only); returns the key with its new value.
+
+        Raises ``ports.ApiError`` or ``ports.NotFound``: nothing is written when saving the
+        original fails."""
+        if not self.active or value == key.current:
+            return key
+        namespace, name = self.resource.metadata.namespace, self.resource.metadata.name
+        if not any(key.same_object(item) for item in self.originals):
+            self.originals = (*self.originals, key.record(self.carried_floor))
+            self.world.records.save_originals(namespace, name, [item.wire() for item in self.originals])
+        self.world.workloads.write_field(namespace, key.kind, key.name, key.uid, key.field, value)
+        self.scaled = True
+        if key.kind == restore.HPA:
+            reason = "RaisedFloor" if value > key.current else "LoweredFloor"
+            self.events.append(Event("Normal", reason, f"HPA {key.name} minReplicas {key.current} -> {value}: {why}"))
+        else:
+            reason = "ScaledUp" if value > key.current else "ScaledDown"
+            self.events.append(Event("Normal", reason, f"{key.kind} {key.name} {key.current} -> {value}: {why}"))
+        return dataclasses.replace(key, current=value)
+
+
+def _protect_busy_pods(ports_: Ports, namespace: str, target: ports.Target, pod_load: str) -> None:
     """Cost each pod by its load so the ReplicaSet removes the least loaded first."""
-    loads = {labels.get("pod", ""): value for labels, value in clients.prometheus.instant(pod_load)
-             if not math.isnan(value)}
-    pods = clients.workloads.pods(namespace, target.selector)
+    if target.selector is None:
+        return  # no selector we can express: never annotate a whole namespace
+    loads = {labels.get("pod", ""): value for labels, value in ports_.metrics.instant(pod_load)
+             if math.isfinite(value)}
+    pods = ports_.workloads.pods(namespace, target.selector)
     # Unknown load counts as busy: never sacrifice a pod we cannot see into.
     ceiling = max(loads.values(), default=0.0)
     costs = {pod: int(round(1000 * loads.get(pod, ceiling + 1))) for pod in pods}
-    clients.workloads.set_deletion_costs(namespace, costs)
+    ports_.workloads.set_deletion_costs(namespace, costs)
 
 
-def restore(resource: clinicalslo.ClinicalSLO, clients: Clients, status: Mapping[str, Any]) -> str | None:
-    """Put back the replica count or HPA floor healthscale found; returns what it did."""
-    original = status.get("original") or {}
-    namespace = resource.metadata.namespace or "default"
-    if not original:
-        return None
+def _recommendations(memory: Memory, previous: clinicalslo.ClinicalSLOStatus) -> None:
+    if not memory.planner.proposals:
+        # A restarted operator picks up the stabilisation window from status: no dip mid-surge.
+        proposals = []
+        for item in previous.recommendations:
+            with contextlib.suppress(ValueError):
+                proposals.append((series.to_epoch(events_.parse_time(item.time)), item.replicas))
+        memory.planner = planning.Memory(tuple(proposals))
+
+
+def _failed(resource: clinicalslo.ClinicalSLO, previous: clinicalslo.ClinicalSLOStatus, now: int, reason: str,
+            message: str, originals: tuple[clinicalslo.Original, ...], extra: Sequence[Event] = (),
+            retry_after: float | None = None) -> Result:
+    """A cycle that could not plan: Ready=False with the reason, every record kept."""
+    ready = condition(previous.conditions, "Ready", False, reason, message, resource.metadata.generation, now)
+    kept = tuple(item for item in previous.conditions if item.type != "Ready")
+    status = previous.model_copy(update={
+        "conditions": (ready, *kept), "observed_generation": resource.metadata.generation,
+        "originals": originals, "original": None, "last_cycle_time": events_.timestamp(now)})
+    return Result(status, (*extra, Event("Warning", reason, message)), None, False, retry_after)
+
+
+def run(resource: clinicalslo.ClinicalSLO, schedules: Sequence[surgeschedule.SurgeSchedule], now: int,
+        ports_: Ports, memory: Memory, previous: clinicalslo.ClinicalSLOStatus, dry_run: bool = False) -> Result:
+    """Reconcile one ClinicalSLO at ``now``: floors, target, records, observe, plan, apply, status.
+
+    Raises nothing for what Prometheus, the data or the API server do: failures become
+    conditions, Events and ``retry_after``."""
+    started = ports_.clock()
+    spec = resource.spec
+    namespace = resource.metadata.namespace
+    generation = resource.metadata.generation
+    policy = planning.Policy.of(spec)
+    settings = planning.forecast_settings(spec, policy)
+    active = spec.mode == clinicalslo.Mode.ACTIVE and not dry_run
+    originals = restore.legacy(previous)
+    events: list[Event] = []
+
+    # 1. floors: from the spec and the calendar alone.
+    windows, schedule_problems = surge_windows(schedules, now, policy.lookahead)
+    events += [Event("Warning", "InvalidSurgeSchedule", problem) for problem in schedule_problems]
+    floor = planning.floor(policy, windows, now)
+
+    # 2. target
     try:
-        if original.get("kind") == "HorizontalPodAutoscaler":
-            clients.workloads.set_hpa_floor(namespace, str(original["name"]), int(original["minReplicas"]))
-            return f"restored HPA {original['name']} minReplicas to {original['minReplicas']}"
-        clients.workloads.scale(namespace, str(original["kind"]), str(original["name"]), int(original["replicas"]))
-        return f"restored {original['kind']} {original['name']} to {original['replicas']} replicas"
-    except kube.TargetNotFound:
-        return "target is gone; nothing to restore"
+        target = ports_.workloads.read(namespace, spec.target_ref.kind, spec.target_ref.name)
+    except ports.NotFound as error:
+        return _failed(resource, previous, now, "TargetNotFound", f"{error}; retrying", originals, events, 30.0)
+    except ports.ApiError as error:
+        return _failed(resource, previous, now, "ApiError", str(error), originals, events,
+                       15.0 if error.retryable else None)
+
+    # 3. records: keep the one this cycle writes, put back the others.
+    key = restore.Key.of(target)
+    settled = restore.settle(ports_.workloads, namespace, originals, key if active else None)
+    events += settled.events
+    events += [Event("Warning", "RestoreFailed", f"could not restore {failure}; retrying") for failure in settled.failures]
+    writer = Writer(resource, ports_, settled.originals, settled.carried_floor, active)
+
+    # 4. hold the floor before reading any metric.
+    write_error: Exception | None = None
+    try:
+        held = writer.target_value(key, target, floor.replicas)
+        if held > key.current:
+            key = writer.write(key, held, f"{floor.signal} {floor.detail} (held before reading metrics)")
+    except (ports.ApiError, ports.NotFound) as error:
+        write_error = error
+
+    # 5. observe
+    observation = observe(resource, ports_, memory, now, previous.conditions, started)
+    events += observation.events
+
+    # 6. plan
+    _recommendations(memory, previous)
+    decision, memory.planner = planning.plan(policy, planning.Inputs(
+        now=now, current_replicas=key.current, current_demand=observation.current_demand,
+        forecast=observation.outcome, surges=windows, fast_burn=observation.burn.fast_burn if observation.burn else False,
+        demand_anomaly=observation.anomaly, stale=observation.stale,
+    ), memory.planner)
+
+    # 7. apply
+    if write_error is None:
+        value = writer.target_value(key, target, decision.desired_replicas)
+        try:
+            if value < key.current and target.hpa is None and spec.indicators.pod_load and active:
+                with contextlib.suppress(ports.MetricsError):  # no loads known: the ReplicaSet's own order
+                    _protect_busy_pods(ports_, namespace, target, spec.indicators.pod_load)
+            key = writer.write(key, value, decision.explanation())
+        except (ports.ApiError, ports.NotFound) as error:
+            write_error = error
+    events += writer.events
+
+    # 8. status
+    mode_note = "Preview: computed, not applied" if spec.mode == clinicalslo.Mode.PREVIEW else (
+        "dry run: computed, not applied" if dry_run else "applied")
+    retry_after: float | None = None
+    if write_error is not None:
+        retryable = isinstance(write_error, ports.ApiError) and write_error.retryable
+        retry_after = 15.0 if retryable or isinstance(write_error, ports.NotFound) else None
+        ready = condition(previous.conditions, "Ready", False, "ScaleRefused",
+                          f"{write_error}; the plan was {decision.explanation()}", generation, now)
+        events.append(Event("Warning", "ScaleRefused", str(write_error)))
+    elif settled.failures:
+        ready = condition(previous.conditions, "Ready", False, "RestoreFailed", "; ".join(settled.failures),
+                          generation, now)
+        retry_after = 15.0 if settled.retryable else None
+    else:
+        ready = condition(previous.conditions, "Ready", True, "Planned", f"{mode_note}; {decision.explanation()}",
+                          generation, now)
+    if schedule_problems:
+        observation_conditions = (*observation.conditions, condition(
+            previous.conditions, "SchedulesValid", False, "InvalidSurgeSchedule", "; ".join(schedule_problems),
+            generation, now))
+    else:
+        observation_conditions = observation.conditions
+    outcome = observation.outcome
+    burn = observation.burn
+    status = clinicalslo.ClinicalSLOStatus(
+        observed_generation=generation,
+        conditions=(ready, *observation_conditions),
+        current_demand=observation.current_demand,
+        forecast_peak=decision.forecast_peak,
+        forecast_peak_time=events_.timestamp(decision.forecast_peak_time) if decision.forecast_peak_time else None,
+        desired_replicas=decision.desired_replicas,
+        current_replicas=target.replicas,
+        reason=str(decision.reason),
+        surge=decision.surge,
+        explanation=decision.explanation(),
+        next_surge=next_surge(schedules, now),
+        model=outcome.model if isinstance(outcome, forecasting.Forecast) else f"none ({outcome.code})",
+        forecast_error=outcome.error if isinstance(outcome, forecasting.Forecast) else None,
+        error_budget_remaining=burn.budget_remaining if burn else None,
+        burn_rates={name: rate for name, rate in burn.rates.items() if rate is not None} if burn else {},
+        originals=writer.originals,
+        original=None,
+        last_cycle_time=events_.timestamp(now),
+        recommendations=tuple(clinicalslo.Recommendation(time=events_.timestamp(time), replicas=replicas)
+                              for time, replicas in memory.planner.proposals),
+    )
+    memory.last_cycle = now
+    return Result(status, tuple(events), decision, writer.scaled, retry_after)
 
 
-def schedule_status(schedule: surgeschedule.SurgeSchedule, now: int) -> dict[str, Any]:
-    """The next window of each surge, for the SurgeSchedule's status."""
+# ------------------------------------------------------------------------------ deletion
+
+
+@dataclasses.dataclass(frozen=True)
+class Release:
+    """What deleting a ClinicalSLO put back, and what it could not."""
+
+    events: tuple[Event, ...]
+    unrestored: tuple[str, ...]
+    retryable: bool
+
+
+def release(workloads: ports.Workloads, namespace: str, status: clinicalslo.ClinicalSLOStatus) -> Release:
+    """Put back every field healthscale changed for a ClinicalSLO being deleted (or released).
+
+    Needs only the status, never the spec: a ClinicalSLO whose spec the models reject is
+    released all the same."""
+    settled = restore.settle(workloads, namespace, restore.legacy(status), None)
+    return Release(settled.events, settled.failures, settled.retryable)
+
+
+def schedule_status(schedule: surgeschedule.SurgeSchedule, now: int,
+                    previous: surgeschedule.SurgeScheduleStatus | None) -> surgeschedule.SurgeScheduleStatus:
+    """The next window of each surge and the Ready condition, for the SurgeSchedule's status."""
     moment = series.from_epoch(now)
-    windows = calendar.Calendar(schedule.spec.timezone, schedule.spec.surges).next_per_surge(moment)
-    listed = [
-        {"name": name, "start": window.start.strftime("%Y-%m-%dT%H:%M:%SZ"),
-         "end": window.end.strftime("%Y-%m-%dT%H:%M:%SZ"), "active": window.in_effect(moment)}
+    earlier = previous.conditions if previous else ()
+    generation = schedule.metadata.generation
+    try:
+        windows = calendar.Calendar(schedule.spec.timezone, schedule.spec.surges).next_per_surge(moment)
+    except (ValueError, OverflowError, OSError) as error:
+        return invalid_schedule_status(generation, earlier, now, str(error))
+    listed = tuple(
+        surgeschedule.SurgeWindowStatus(name=name, start=window.start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                        end=window.end.strftime("%Y-%m-%dT%H:%M:%SZ"), active=window.in_effect(moment))
         for name, window in sorted(windows.items(), key=lambda item: item[1].effective_start)
-    ]
+    )
     upcoming = [window for window in windows.values() if not window.in_effect(moment)]
     first = min(upcoming, key=lambda window: window.start, default=None)
-    return {
-        "observedGeneration": schedule.metadata.generation,
-        "windows": listed,
-        "nextSurge": f"{first.surge} at {first.start.strftime('%Y-%m-%dT%H:%MZ')}" if first else None,
-    }
+    ready = condition(earlier, "Ready", True, "Valid", f"{len(schedule.spec.surges)} surge(s); "
+                      f"{sum(1 for item in listed if item.active)} in effect now", generation, now)
+    return surgeschedule.SurgeScheduleStatus(
+        observed_generation=generation, conditions=(ready,), windows=listed,
+        next_surge=f"{first.surge} at {first.start.strftime('%Y-%m-%dT%H:%MZ')}" if first else None,
+    )
 
+
+def invalid_schedule_status(generation: int | None, earlier: Sequence[common.Condition], now: int,
+                            message: str) -> surgeschedule.SurgeScheduleStatus:
+    """Ready=False, reason InvalidSpec: the schedule is skipped; every other one keeps working."""
+    ready = condition(earlier, "Ready", False, "InvalidSpec", f"{message}; this schedule is skipped", generation, now)
+    return surgeschedule.SurgeScheduleStatus(observed_generation=generation, conditions=(ready,))

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
-from healthscale.adapters import kube, placement
-from healthscale.api import clinicalslo, surgeschedule
+from healthscale import ports
+from healthscale.api import clinicalslo, common, surgeschedule
 from healthscale.domain import residency
 from healthscale.service import cycle
 
@@ -51,19 +51,8 @@ class Settings:
     """Evict pods found outside the allowed regions (respecting PodDisruptionBudgets)."""
 
 
-class Client(Protocol):
-    """What residency needs from the cluster (``adapters.placement.Placement``)."""
-
-    def read_template(self, namespace: str, kind: str, name: str) -> placement.Template: ...
-
-    def write_required_affinity(self, namespace: str, template: placement.Template, required: dict[str, Any] | None,
-                                owned: residency.Policy | None) -> None: ...
-
-    def pods(self, namespace: str, selector: str) -> list[residency.Pod]: ...
-
-    def nodes(self) -> dict[str, dict[str, str]]: ...
-
-    def evict(self, namespace: str, pod: str) -> placement.Eviction: ...
+Client = ports.Placement
+"""What residency needs from the cluster (``adapters.placement.Placement``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +60,7 @@ class Enforcement:
     """What ``enforce`` found and did to the target's pod template."""
 
     policy: residency.Policy | None
-    template: placement.Template
+    template: ports.Template
     guarantee: residency.Verdict | None
     """Whether the template (as written, or as found when not written) keeps pods in the regions."""
     written: bool
@@ -84,9 +73,9 @@ class Enforcement:
 class Outcome:
     """One cycle's residency result for a ClinicalSLO."""
 
-    status: dict[str, Any] | None
+    status: clinicalslo.ResidencyStatus | None
     """``status.residency``; None when the ClinicalSLO names no regions."""
-    conditions: tuple[dict[str, Any], ...]
+    conditions: tuple[common.Condition, ...]
     events: tuple[cycle.Event, ...]
     violations: tuple[residency.Violation, ...] = ()
     shortfall: residency.Shortfall | None = None
@@ -117,7 +106,7 @@ def enforce(resource: clinicalslo.ClinicalSLO, client: Client, settings: Setting
             return Enforcement(policy, template, guarantee, written=False, pending_write=needed)
         try:
             client.write_required_affinity(namespace, template, required, policy)
-        except kube.ApiError as error:
+        except ports.ApiError as error:
             if error.retryable and attempt == 0:
                 continue  # most likely a concurrent edit (409): merge again on what is there now
             raise
@@ -144,7 +133,7 @@ def _violations_message(violations: Sequence[residency.Violation], policy: resid
 
 
 def observe(resource: clinicalslo.ClinicalSLO, enforcement: Enforcement, client: Client, settings: Settings,
-            previous_conditions: Sequence[Mapping[str, Any]], now: int, write: bool) -> Outcome:
+            previous_conditions: Sequence[common.Condition], now: int, write: bool) -> Outcome:
     """Audit where the target's pods run, report any shortfall, and evict in evict mode."""
     policy = enforcement.policy
     events = list(enforcement.events)
@@ -206,29 +195,31 @@ def observe(resource: clinicalslo.ClinicalSLO, enforcement: Enforcement, client:
         conditions.append(cycle.condition(previous_conditions, SHORTFALL, False, "NoPendingReplicas",
                                           "no replica is pending for lack of room in the allowed regions",
                                           generation, now))
-    status = {
-        "compliant": not violations and guaranteed,
-        "label": policy.label,
-        "regions": list(policy.regions),
-        "enforced": guaranteed,
-        "violations": [violation.wire() for violation in violations],
-        "shortfall": short.wire() if short else None,
-        "evicted": evicted,
-    }
+    status = clinicalslo.ResidencyStatus(
+        compliant=not violations and guaranteed,
+        label=policy.label,
+        regions=policy.regions,
+        enforced=guaranteed,
+        violations=tuple(clinicalslo.ResidencyViolation(pod=item.pod, node=item.node, region=item.region)
+                         for item in violations),
+        shortfall=clinicalslo.ResidencyShortfall(replicas=short.replicas, regions=short.regions,
+                                                regions_without_nodes=short.regions_without_nodes) if short else None,
+        evicted=tuple(evicted),
+    )
     return Outcome(status, tuple(conditions), tuple(events), violations, short, tuple(evicted))
 
 
 def run(resource: clinicalslo.ClinicalSLO, now: int, client: Client, settings: Settings,
-        previous_status: Mapping[str, Any], dry_run: bool = False) -> Outcome:
+        previous_status: clinicalslo.ClinicalSLOStatus, dry_run: bool = False) -> Outcome:
     """Enforce, audit and report for one ClinicalSLO, without a scaling cycle."""
     write = _writes(resource, dry_run)
     enforcement = enforce(resource, client, settings, write)
-    return observe(resource, enforcement, client, settings, list(previous_status.get("conditions") or []), now, write)
+    return observe(resource, enforcement, client, settings, previous_status.conditions, now, write)
 
 
 def run_cycle(resource: clinicalslo.ClinicalSLO, schedules: Sequence[surgeschedule.SurgeSchedule], now: int,
-              clients: cycle.Clients, client: Client, settings: Settings, memory: cycle.Memory,
-              previous_status: Mapping[str, Any], dry_run: bool = False) -> tuple[cycle.Result, Outcome]:
+              ports_: cycle.Ports, client: Client, settings: Settings, memory: cycle.Memory,
+              previous_status: clinicalslo.ClinicalSLOStatus, dry_run: bool = False) -> tuple[cycle.Result, Outcome]:
     """A whole cycle with residency: enforce, then plan and scale (``cycle.run``), then audit.
 
     The residency conditions, Events and ``status.residency`` are added to the cycle's result, so
@@ -236,12 +227,10 @@ def run_cycle(resource: clinicalslo.ClinicalSLO, schedules: Sequence[surgeschedu
     """
     write = _writes(resource, dry_run)
     enforcement = enforce(resource, client, settings, write)
-    result = cycle.run(resource, schedules, now, clients, memory, previous_status, dry_run)
-    outcome = observe(resource, enforcement, client, settings, list(previous_status.get("conditions") or []), now,
-                      write)
-    status = dict(result.status)
-    status["conditions"] = [*status.get("conditions", []), *outcome.conditions]
-    status["residency"] = outcome.status
+    result = cycle.run(resource, schedules, now, ports_, memory, previous_status, dry_run)
+    outcome = observe(resource, enforcement, client, settings, previous_status.conditions, now, write)
+    status = result.status.model_copy(update={"conditions": (*result.status.conditions, *outcome.conditions),
+                                              "residency": outcome.status})
     return dataclasses.replace(result, status=status, events=(*result.events, *outcome.events)), outcome
 
 

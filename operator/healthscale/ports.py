@@ -1,0 +1,165 @@
+"""The contracts between the reconcile service and the outside world.
+
+The service (``healthscale.service``) talks to Prometheus and the API server only through the
+Protocols here; ``healthscale.runtime`` wires in the adapters (``healthscale.adapters``), and unit
+tests wire in in-memory fakes. The adapters raise only the errors defined here, so that every
+failure reaching the service has a reason a user can read in status:
+
+- ``MetricsError`` with ``reason`` one of ``METRICS_REASONS``;
+- ``NotFound`` for a workload, HPA or object that is not there;
+- ``ApiError`` for anything else the API server refused or did not answer, with ``status`` (HTTP
+  code, 0 for a timeout or connection failure) and ``retryable``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from healthscale.domain import residency
+
+MetricsReason = Literal["PrometheusUnavailable", "InvalidQuery", "BadResponse"]
+METRICS_REASONS: tuple[MetricsReason, ...] = ("PrometheusUnavailable", "InvalidQuery", "BadResponse")
+"""PrometheusUnavailable: unreachable, timed out, 5xx or circuit open. InvalidQuery: Prometheus
+refused the PromQL (400/422) or it returned the wrong shape (not exactly one series where one is
+needed, a scalar or string result). BadResponse: a 2xx answer that is not Prometheus' JSON."""
+
+
+class MetricsError(Exception):
+    """A Prometheus read that gave no usable answer, and why."""
+
+    def __init__(self, reason: MetricsReason, message: str) -> None:
+        super().__init__(message)
+        self.reason: MetricsReason = reason
+
+
+class NotFound(Exception):
+    """The object named does not exist (HTTP 404)."""
+
+
+class ApiError(Exception):
+    """The API server refused or failed a request; ``retryable`` says whether to try again."""
+
+    def __init__(self, message: str, retryable: bool, status: int = 0) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+        """HTTP status; 0 when the server did not answer (timeout, connection refused)."""
+
+
+Samples = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]
+"""One series: epoch seconds and values (NaN, +Inf and -Inf kept as Prometheus sent them)."""
+
+
+class Metrics(Protocol):
+    """Prometheus, as the service reads it. Every method raises only ``MetricsError``."""
+
+    def range(self, query: str, start: int, end: int, step: int) -> list[Samples]:
+        """Every series the query returns over ``[start, end]`` at ``step``."""
+        ...
+
+    def instant(self, query: str) -> list[tuple[dict[str, str], float]]:
+        """The query's series now: (labels, value)."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Hpa:
+    """A HorizontalPodAutoscaler that targets the workload."""
+
+    name: str
+    uid: str
+    min_replicas: int
+    max_replicas: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """The workload as it is now."""
+
+    kind: str
+    name: str
+    uid: str
+    replicas: int
+    ready_replicas: int
+    selector: str | None
+    """The workload's own pod selector as a label-selector string (matchLabels and
+    matchExpressions); None when it selects nothing healthscale can express, so that no step
+    ever lists a whole namespace by mistake."""
+    hpa: Hpa | None
+
+
+Field = Literal["replicas", "minReplicas"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Written:
+    """The value now in one field of one exact object, as returned by a write or a read."""
+
+    kind: str
+    name: str
+    uid: str
+    value: int
+
+
+class Workloads(Protocol):
+    """Deployments, StatefulSets, their HPAs and pods. Raises ``NotFound`` or ``ApiError`` only."""
+
+    def read(self, namespace: str, kind: str, name: str) -> Target: ...
+
+    def read_field(self, namespace: str, kind: str, name: str, field: Field) -> Written:
+        """``replicas`` of a Deployment/StatefulSet or ``minReplicas`` of an HPA, with its uid."""
+        ...
+
+    def write_field(self, namespace: str, kind: str, name: str, uid: str, field: Field, value: int) -> None:
+        """Set the field on the object with exactly this uid; a re-created object (another uid)
+        is not written (``NotFound``)."""
+        ...
+
+    def pods(self, namespace: str, selector: str) -> list[str]: ...
+
+    def set_deletion_costs(self, namespace: str, costs: dict[str, int]) -> None: ...
+
+
+class Records(Protocol):
+    """Where the service writes what it is about to change before it changes it: the
+    ClinicalSLO's ``status.originals``, written ahead of the workload write so that an operator
+    killed between the two still knows what to restore."""
+
+    def save_originals(self, namespace: str, name: str, originals: list[dict[str, Any]]) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Template:
+    """The parts of a workload's pod template that residency reads."""
+
+    kind: str
+    name: str
+    resource_version: str
+    selector: str
+    """The workload's pod selector in label-selector syntax."""
+    pod_spec: dict[str, Any]
+    """``nodeSelector``, ``affinity`` and ``nodeName`` of the pod template (camelCase)."""
+    owned: residency.Policy | None
+    """The requirement healthscale added last time (from the annotation)."""
+
+
+Eviction = Literal["evicted", "blocked", "gone"]
+
+
+class Placement(Protocol):
+    """What residency needs from the cluster (``adapters.placement.Placement``)."""
+
+    def read_template(self, namespace: str, kind: str, name: str) -> Template: ...
+
+    def write_required_affinity(self, namespace: str, template: Template, required: dict[str, Any] | None,
+                                owned: residency.Policy | None) -> None: ...
+
+    def pods(self, namespace: str, selector: str) -> list[residency.Pod]: ...
+
+    def nodes(self) -> dict[str, dict[str, str]]: ...
+
+    def evict(self, namespace: str, pod: str) -> Eviction: ...
