@@ -24,8 +24,10 @@ COPY operator/ operator/
 RUN /opt/healthscale/bin/pip install --no-deps . \
     # The virtualenv needs no installer at run time.
     && /opt/healthscale/bin/pip uninstall --yes pip setuptools \
-    # numpy's, scipy's, pandas' and statsmodels' own test suites: about 100 MB nothing imports.
+    # numpy's, scipy's, pandas' and statsmodels' own test suites, and the kubernetes client's asyncio
+    # copy of itself (kubernetes.aio; Kopf talks to the API with aiohttp): about 170 MB nothing imports.
     && find /opt/healthscale/lib -depth -type d -path '*/site-packages/*/tests' -exec rm -rf {} + \
+    && rm -rf /opt/healthscale/lib/python3*/site-packages/kubernetes/aio \
     && /opt/healthscale/bin/python -c "import healthscale.runtime.handlers, healthscale.backtest.policies" \
     && /opt/healthscale/bin/healthscale --help >/dev/null
 

@@ -93,7 +93,7 @@ step_venv() {
   fi
   rm -f "${STAMP}"
   log "python: pip install -e \".[test]\"${constraint:+ -c ${LOCK}} into ${VENV}:" \
-      "~3-4 min on 2 cores (mostly downloads), once per checkout"
+      "~2-4 min on 2 cores (mostly downloads), once per checkout"
   "${VENV}/bin/python" -m pip install --quiet -e ".[test]" "${constraint[@]}"
   "${VENV}/bin/healthscale" --help >/dev/null || die "${VENV}/bin/healthscale --help failed after the install"
   echo "${want}" >"${STAMP}"

@@ -14,7 +14,7 @@ What is shared with this machine, to keep the test to a few minutes:
 - Debian's packages (prometheus, lua5.4), installed machine-wide.
 
 Marked integration: `make unit` skips it, `make test` runs it. It needs git, make and the package
-index (PyPI); it takes about 3-4 minutes, almost all of it pip install.
+index (PyPI); it takes about 2-4 minutes, almost all of it pip install.
 """
 
 from __future__ import annotations

@@ -260,3 +260,34 @@ def test_a_fast_error_budget_burn_is_reported_and_blocks_scale_down(
     assert status["forecastPeak"] is None or status["forecastPeak"] / 10 < 30, "the forecast asks for 30 or more: no scale-down to hold"
     time.sleep(3)
     assert replicas(api, namespace) == 30
+
+
+def test_one_bad_object_never_harms_another(api: k8s_client.ApiClient, operator: Path, namespace: str) -> None:
+    """A ClinicalSLO and a SurgeSchedule that pass the CRD but not the models say so in their own
+    status and Events; the valid ClinicalSLO beside them still gets its surge floor."""
+    deployment(api, namespace, "ehr-api", 1)
+    broken = slo_manifest(namespace, name="too-many-points")
+    broken["spec"]["targetRef"]["name"] = "other"
+    broken["spec"]["forecast"] = {"history": "90d", "step": "1m", "horizon": "1h"}  # 129,600 points a read
+    create(api, broken)
+    never = active_surge_schedule(namespace, "never", "april-31st", floor=30)
+    never["spec"]["surges"] = [{"name": "april-31st", "cron": "0 0 31 4 *", "duration": "1h", "minReplicas": 30}]
+    create(api, never)
+    create(api, slo_manifest(namespace, perReplica=50))
+    create(api, active_surge_schedule(namespace, "drill", "drill", floor=6))
+
+    wait_until("the valid ClinicalSLO at its surge floor", lambda: replicas(api, namespace) == 6)
+    invalid = wait_until("Ready=False on the invalid ClinicalSLO", lambda: next(
+        (item for item in slo_status(api, namespace, "too-many-points").get("conditions", [])
+         if item["type"] == "Ready" and item["status"] == "False"), None))
+    assert invalid["reason"] == "InvalidSpec" and "spec.forecast" in invalid["message"], invalid
+    schedule = wait_until("Ready=False on the invalid SurgeSchedule", lambda: next(
+        (item for item in (custom(api).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "surgeschedules", "never").get("status") or {}).get("conditions", [])
+         if item["type"] == "Ready" and item["status"] == "False"), None))
+    assert schedule["reason"] == "InvalidSpec" and "never fires" in schedule["message"], schedule
+    assert conditions(slo_status(api, namespace))["Ready"] == "True"
+    warnings = {(event.involved_object.name, event.reason) for event in k8s_client.CoreV1Api(api).list_namespaced_event(
+        namespace, field_selector="type=Warning").items}
+    assert {("too-many-points", "InvalidSpec"), ("never", "InvalidSpec")} <= warnings, warnings
+    assert replicas(api, namespace) == 6, "the never-firing schedule's floor of 30 must not apply"

@@ -74,8 +74,12 @@ def previous_status(raw: Any) -> clinicalslo.ClinicalSLOStatus:
 
 
 def write_status(patch: kopf.Patch, status: clinicalslo.ClinicalSLOStatus) -> None:
-    # None values stay in: a merge patch needs explicit nulls to clear fields set last cycle.
-    patch.status.update(status.model_dump(mode="json", by_alias=True))
+    # None values stay in: a merge patch needs explicit nulls to clear fields set last cycle. Items
+    # of a list are replaced whole, so a null there is no "clear" but a value the server drops.
+    body = status.model_dump(mode="json", by_alias=True)
+    body["originals"] = [item.wire() for item in status.originals]
+    body["conditions"] = [item.wire() for item in status.conditions]
+    patch.status.update(body)
 
 
 def _invalid(patch: kopf.Patch, body: kopf.Body, status: clinicalslo.ClinicalSLOStatus, generation: int | None,
