@@ -77,7 +77,7 @@ backtest-demo: $(VENV_SETUP)  ## backtest the bundled example trace: writes out/
 lock: $(VENV_SETUP)  ## regenerate locks/runtime.txt (the image) and locks/test.txt (.venv, CI) from pyproject.toml with uv (needs PyPI)
 	$(PYTHON) tools/lock.py
 
-image:  ## build the operator image healthscale:<version> with buildah, no Docker daemon (about 4 minutes cold, seconds cached)
+image:  ## build the operator image healthscale:<version> with buildah, no Docker daemon (about 3 minutes cold, under a second cached)
 	tools/build-image.sh
 
 image-archive:  ## make image, then save it to out/healthscale-image.tar for `kind load image-archive`

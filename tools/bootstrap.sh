@@ -58,7 +58,7 @@ make_venv() {
   minor="$("${BASE_PYTHON}" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
   log "${BASE_PYTHON} -m venv failed (ensurepip missing?); installing python3-venv and python${minor}-venv"
   rm -rf "${VENV}"
-  if apt_install python3-venv "python${minor}-venv" && "${BASE_PYTHON}" -m venv "${VENV}"; then
+  if (apt_install python3-venv "python${minor}-venv") && "${BASE_PYTHON}" -m venv "${VENV}"; then
     return
   fi
   # Last resort: a venv without pip, and pip put into it by the system's pip (pip >= 22.3 has --python).

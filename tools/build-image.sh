@@ -6,12 +6,12 @@
 # 1. Installs buildah, podman, runc, uidmap and mmdebstrap via apt when missing (needs root).
 # 2. Once per machine: a base image, localhost/healthscale-base:bookworm-<recipe>, made with
 #    `mmdebstrap --variant=minbase` (Debian bookworm's python3 = 3.11, python3-venv, ca-certificates;
-#    no docs, man pages or locales) and imported with podman. About 2.5 minutes.
+#    no docs, man pages or locales) and imported with podman. About 1.5 minutes.
 # 3. `buildah bud` of the Dockerfile on that base (PYTHON_IMAGE), tagged healthscale:<version from
 #    pyproject.toml> -- the chart's default image (values.yaml image.repository + the chart's
 #    appVersion) -- both as localhost/healthscale:<version> (podman's name for a local short name) and
 #    docker.io/library/healthscale:<version> (what a kubelet resolves the short name to). About
-#    1.5 minutes cold; skipped when the image's recorded input hash (Dockerfile, .dockerignore,
+#    1.5 minutes; skipped when the image's recorded input hash (Dockerfile, .dockerignore,
 #    pyproject.toml, README.md, locks/runtime.txt, operator/, the base) is unchanged.
 # 4. With --archive PATH: `podman save` as a docker-archive, for `kind load image-archive PATH` (or
 #    `ctr images import`); `podman push` publishes it (README: "Build and publish the image").
@@ -63,7 +63,7 @@ base_options=(--variant=minbase "--include=$base_packages" --hook-dir=/usr/share
 base_recipe=$(printf '%s\n' bookworm "${base_options[@]}" | sha256sum | cut -c1-12)
 base="localhost/healthscale-base:bookworm-$base_recipe"
 if ! "${podman[@]}" image exists "$base"; then
-    say "making the base $base with mmdebstrap (Debian bookworm minbase + $base_packages; about 2.5 minutes, once)"
+    say "making the base $base with mmdebstrap (Debian bookworm minbase + $base_packages; about 1.5 minutes, once)"
     started=$SECONDS
     workdir=$(mktemp -d)
     trap 'rm -rf "$workdir"' EXIT
@@ -88,7 +88,7 @@ if [[ "$current" == "$inputs" ]]; then
 else
     # No --layers: with vfs every cached layer is a full copy of the file system, which costs more
     # than it saves; the input hash above is the cache.
-    say "building $image on $base (about 2 minutes)"
+    say "building $image on $base (about 1.5 minutes)"
     started=$SECONDS
     # --isolation chroot and --network host: no user namespaces or CNI needed. pip inside the build
     # trusts what the host trusts (a proxy's CA included), hence the host's CA bundle, read-only.

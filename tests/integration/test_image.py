@@ -7,7 +7,7 @@ namespaces of this run, `hs-image-<id>`, so no other test's operator sees them).
 network, where the dev cluster's API server and Prometheus listen on loopback.
 
 The build is cached: tools/build-image.sh skips it when the image's inputs are unchanged (a few
-seconds); cold, with the Debian base, about 4 minutes. Needs root (apt, buildah, podman).
+seconds); cold, with the Debian base, about 3 minutes (plus apt for the tools on a new machine). Needs root (apt, buildah, podman).
 """
 
 from __future__ import annotations
