@@ -12,9 +12,9 @@ DEVCLUSTER := .devcluster
 .PHONY: help setup venv system-packages install test unit faults check lint typecheck crds crds-check bench demo backtest-demo cluster cluster-down binaries helm chart-crds chart-crds-check chart-test chart-golden lock image image-archive
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-setup: $(VENV_SETUP) system-packages binaries helm  ## everything make test and make demo need (they run it themselves): cold ~15 min, warm ~5 s
+setup: $(VENV_SETUP) system-packages binaries helm  ## everything make test and make demo need (they run it themselves): cold ~10-15 min, warm ~5 s
 
 venv:  ## .venv with healthscale and its test tools; reinstalls only when pyproject.toml or locks/test.txt change
 	@tools/bootstrap.sh venv
