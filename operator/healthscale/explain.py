@@ -11,46 +11,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import pydantic
-
 from healthscale.api import clinicalslo, common
-
-_LISTS = ("conditions", "originals", "recommendations")
-"""Status lists read item by item, so one unreadable item does not hide the others."""
-
-
-def lenient_status(raw: Any) -> tuple[clinicalslo.ClinicalSLOStatus, list[str]]:
-    """The status as the typed model, and the fields (or list items) left out because they do not validate."""
-    body = dict(raw) if isinstance(raw, Mapping) else {}
-    try:
-        return clinicalslo.ClinicalSLOStatus.model_validate(body), []
-    except pydantic.ValidationError:
-        pass
-    kept: dict[str, Any] = {}
-    dropped: list[str] = []
-    for key, value in body.items():
-        if key in _LISTS and isinstance(value, list):
-            items = []
-            for index, item in enumerate(value):
-                if _valid({key: [item]}):
-                    items.append(item)
-                else:
-                    dropped.append(f"{key}[{index}]")
-            kept[key] = items
-        elif _valid({key: value}):
-            kept[key] = value
-        else:
-            dropped.append(key)
-    return clinicalslo.ClinicalSLOStatus.model_validate(kept), dropped
-
-
-def _valid(part: dict[str, Any]) -> bool:
-    try:
-        clinicalslo.ClinicalSLOStatus.model_validate(part)
-    except pydantic.ValidationError:
-        return False
-    return True
-
 
 def parse_time(text: str | None) -> dt.datetime | None:
     """An RFC 3339 time from status (``...Z`` or with an offset); None if absent or unreadable."""
@@ -152,7 +113,7 @@ def describe(resource: Mapping[str, Any], now: dt.datetime) -> str:
         lines += ["", "No status yet: no operator has reconciled this ClinicalSLO. Is healthscale running, and does "
                   "it watch this namespace? (kubectl -n healthscale-system logs deployment/healthscale)"]
         return "\n".join(lines) + "\n"
-    status, dropped = lenient_status(raw_status)
+    status, dropped = clinicalslo.read_status(raw_status)
     generation = metadata.get("generation")
     observed = status.observed_generation
     lines.append(f"Last cycle:    {_when(status.last_cycle_time, now)}")

@@ -57,20 +57,8 @@ def _runtime(memo: Any) -> Runtime:
 
 
 def previous_status(raw: Any) -> clinicalslo.ClinicalSLOStatus:
-    """The status as last written, leniently: a part that no longer validates is dropped, but the
-    records of what healthscale changed are kept whenever they can be read."""
-    body = dict(raw or {})
-    try:
-        return clinicalslo.ClinicalSLOStatus.model_validate(body)
-    except pydantic.ValidationError:
-        pass
-    kept: dict[str, Any] = {}
-    for field in ("originals", "original", "recommendations", "conditions"):
-        try:
-            kept[field] = clinicalslo.ClinicalSLOStatus.model_validate({field: body.get(field)}).model_dump()[field]
-        except pydantic.ValidationError:
-            continue
-    return clinicalslo.ClinicalSLOStatus.model_validate(kept)
+    """The status as last written (``clinicalslo.read_status``: leniently, records kept)."""
+    return clinicalslo.read_status(dict(raw or {}))[0]
 
 
 def write_status(patch: kopf.Patch, status: clinicalslo.ClinicalSLOStatus) -> None:

@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-import pydantic
 
 from healthscale import ports
 from healthscale.api import clinicalslo
@@ -97,23 +96,9 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 
 def records(raw_status: Any) -> clinicalslo.ClinicalSLOStatus:
-    """Only the records of what healthscale changed, read leniently: each record that validates is
-    kept, whatever else in status (or another record) does not."""
-    status = _mapping(raw_status)
-    kept: list[clinicalslo.Original] = []
-    listed = status.get("originals")
-    for item in listed if isinstance(listed, list) else []:
-        try:
-            kept.append(clinicalslo.Original.model_validate(item))
-        except pydantic.ValidationError:
-            continue
-    legacy = None
-    try:
-        if status.get("original") is not None:
-            legacy = clinicalslo.OriginalScale.model_validate(status["original"])
-    except pydantic.ValidationError:
-        legacy = None
-    return clinicalslo.ClinicalSLOStatus(originals=tuple(kept), original=legacy)
+    """The status read leniently (``clinicalslo.read_status``): each record of what healthscale
+    changed that validates is kept, whatever else in status (or another record) does not."""
+    return clinicalslo.read_status(dict(raw_status) if isinstance(raw_status, Mapping) else {})[0]
 
 
 def deleting(item: Mapping[str, Any]) -> bool:
