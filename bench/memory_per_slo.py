@@ -15,7 +15,8 @@ import pathlib
 import time
 
 from healthscale.adapters import prometheus
-from healthscale.domain import forecasting, history
+from healthscale.domain import history
+from healthscale.domain.forecast import base, choice
 from healthscale.service import history as service_history
 
 STATE = pathlib.Path(__file__).resolve().parents[1] / ".devcluster"
@@ -34,7 +35,7 @@ def main() -> None:
         line.split("=", 1)[1] for line in (STATE / "env").read_text().splitlines() if "PROMETHEUS_URL=" in line)
     client = prometheus.Client(url)
     now = int(time.time())
-    settings = forecasting.Settings(history=14 * 86400, step=60, horizon=3720, extra_level=0.9)
+    settings = base.Settings(history=14 * 86400, step=60, horizon=3720, extra_level=0.9)
     kept = []
     start = _rss_mib()
     print(f"baseline {start:.0f} MiB")
@@ -42,7 +43,7 @@ def main() -> None:
         cache = history.HistoryCache(
             f'sum(healthscale_demo_requests_per_second{{journey="ed-arrivals"}}) * {1 + index / 1000:g}', 60)
         demand = service_history.read(client, cache, now, 14 * 86400)
-        outcome, state = forecasting.forecast(demand, now, settings, None)
+        outcome, state = choice.forecast(demand, now, settings, None)
         kept.append((cache, state, outcome))
     end = _rss_mib()
     print(f"{arguments.count} ClinicalSLOs: {end:.0f} MiB, {1024 * (end - start) / arguments.count:.0f} KiB each")

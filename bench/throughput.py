@@ -2,7 +2,8 @@
 
 The operator forecasts every ClinicalSLO every cycle, so this measures, on one core:
 
-- a cold cycle: every series fitted from 14 days of 5-minute history (what happens at start-up);
+- a cold cycle: every series fitted from 14 days of 5-minute history (what happens at start-up;
+  ``auto`` validates harmonic and seasonal-naive there, and mstl too from three weeks of history);
 - a steady cycle: one new point per series and the cached fit updated, plus the refits due (each
   series is refitted every ``refit_every``, 6 h, so a cycle carries 1/72 of a cold cycle);
 - the Predictive HPA's way: a fresh statsmodels Holt-Winters fit per series per cycle.
@@ -25,7 +26,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from healthscale.backtest import trace
-from healthscale.domain import forecasting, series
+from healthscale.domain import series
+from healthscale.domain.forecast import base, choice, holt_winters
 
 STEP = 300
 HISTORY = 14 * series.DAY
@@ -64,13 +66,13 @@ def make_series(count: int, seed: int) -> list[series.Series]:
 def run(count: int, naive_count: int, seed: int) -> dict[str, float]:
     histories = make_series(count, seed)
     now = histories[0].end
-    settings = forecasting.Settings(history=HISTORY, step=STEP, horizon=2 * 3600)
+    settings = base.Settings(history=HISTORY, step=STEP, horizon=2 * 3600)
     started = time.perf_counter()
-    states: list[forecasting.State | None] = []
+    states: list[choice.State | None] = []
     failures = 0
     for history in histories:
-        outcome, state = forecasting.forecast(history, now, settings, None)
-        failures += isinstance(outcome, forecasting.NoForecast)
+        outcome, state = choice.forecast(history, now, settings, None)
+        failures += isinstance(outcome, base.NoForecast)
         states.append(state)
     cold = time.perf_counter() - started
 
@@ -78,16 +80,16 @@ def run(count: int, naive_count: int, seed: int) -> dict[str, float]:
     started = time.perf_counter()
     for history, state in zip(histories, states):
         grown = series.Series(history.start, STEP, np.append(history.values, history.values[-1]))
-        forecasting.forecast(grown, now + STEP, settings, state)
+        choice.forecast(grown, now + STEP, settings, state)
     update = time.perf_counter() - started
     # Each series is refitted once per refit_every, so a cycle carries that share of a cold fit.
     steady = update + cold * STEP / settings.refit_every
 
-    naive_settings = forecasting.Settings(history=HISTORY, step=STEP, horizon=2 * 3600,
-                                          model=forecasting.HOLT_WINTERS, validate=False)
+    naive_settings = base.Settings(history=HISTORY, step=STEP, horizon=2 * 3600,
+                                          model=holt_winters.NAME, validate=False)
     started = time.perf_counter()
     for history in histories[:naive_count]:
-        forecasting.forecast(history, now, naive_settings, None)
+        choice.forecast(history, now, naive_settings, None)
     naive = (time.perf_counter() - started) / naive_count * count
 
     return {

@@ -125,8 +125,8 @@ def manifests(surge_start: dt.datetime, queries: dict[str, str]) -> list[dict[st
 def demand_history(environment: dict[str, str], queries: dict[str, str], hours: float) -> dict[str, Any]:
     """Each journey's demand over the last ``hours`` and the engine's forecast for the next hour."""
     from healthscale.adapters import prometheus
-    from healthscale.domain import forecasting
     from healthscale.domain import history as domain_history
+    from healthscale.domain.forecast import base, choice
     from healthscale.service import history as service_history
 
     client = prometheus.Client(environment["PROMETHEUS_URL"])
@@ -134,12 +134,12 @@ def demand_history(environment: dict[str, str], queries: dict[str, str], hours: 
     found: dict[str, Any] = {}
     for name, query in queries.items():
         history = service_history.read(client, domain_history.HistoryCache(query, 60), now, 14 * 86400)
-        settings = forecasting.Settings(history=14 * 86400, step=60, horizon=3600, extra_level=0.9)
-        outcome, _ = forecasting.forecast(history, now, settings)
+        settings = base.Settings(history=14 * 86400, step=60, horizon=3600, extra_level=0.9)
+        outcome, _ = choice.forecast(history, now, settings)
         recent = history.since(now - int(hours * 3600))
         found[name] = {
             "demand": [(float(t), float(v)) for t, v in zip(recent.times(), recent.values)],
-            "forecast": outcome if isinstance(outcome, forecasting.Forecast) else None,
+            "forecast": outcome if isinstance(outcome, base.Forecast) else None,
         }
     return found
 

@@ -16,10 +16,14 @@ import pathlib
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from healthscale.api import clinicalslo, crdgen, manifests, surgeschedule
 from healthscale.backtest import replay, report, trace
 from healthscale.domain import residency as residency_rules
+
+if TYPE_CHECKING:  # the runtime (Kopf, kubernetes) is imported only by `healthscale run`
+    from healthscale.runtime import webhook
 
 EXIT_BAD_INPUT = 2
 EXIT_LEFT = 1
@@ -49,8 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     backtest = commands.add_parser(
         "backtest",
         help="replay a demand trace through the engine and reference autoscalers",
-        description="Replay TRACE.csv interval by interval: healthscale against reactive HPA, schedule-only "
-        "floors, Holt-Winters (Predictive HPA) and a perfect-foresight oracle.",
+        description="Replay TRACE.csv interval by interval: healthscale against reactive HPA, the three-line "
+        "heuristic (max of same slot yesterday, same slot last week, last interval), schedule-only floors, "
+        "Holt-Winters (Predictive HPA) and a perfect-foresight oracle; the HPA and the heuristic also at "
+        "healthscale's replica-hours.",
     )
     backtest.add_argument("--trace", required=True, type=pathlib.Path,
                           help="CSV with columns timestamp,value; times in ISO-8601 (naive, Z or an offset: the "
@@ -88,13 +94,37 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--default-allowed-regions", default="", metavar="REGION[,REGION...]",
                      help="allowed regions for namespaces that opt into residency without the "
                      "healthscale.io/allowed-regions annotation")
+    run.add_argument("--allowed-regions", default="", metavar="REGION[,REGION...]",
+                     help="cluster-wide allow-list: no namespace allows a region outside it (a namespace annotation "
+                     "listing one is clipped to it); default: no cluster-wide bound")
+    run.add_argument("--residency", action=argparse.BooleanOptionalAction, default=True,
+                     help="data residency: write the region requirement into ClinicalSLO targets' pod templates and "
+                     "audit every pod in enforced namespaces (--no-residency: neither; ClinicalSLOs that name "
+                     "regions are then not scaled)")
+    run.add_argument("--residency-audit-seconds", type=float, default=60.0, metavar="SECONDS",
+                     help="how often every pod in namespaces enforcing residency is checked (default 60)")
+    run.add_argument("--pod-deletion-cost", action=argparse.BooleanOptionalAction, default=True,
+                     help="before a scale-down, set pods' pod-deletion-cost from indicators.podLoad "
+                     "(--no-pod-deletion-cost: never patch pods; podLoad is then ignored)")
     run.add_argument("--webhook-port", type=int, default=0,
-                     help="port for the residency admission webhook (0, the default, runs none)")
+                     help="port for the residency admission webhook (0, the default, runs none); every replica "
+                     "serves it, in a thread of its own")
     run.add_argument("--webhook-host", default="127.0.0.1",
-                     help="host name or IP the API server uses to reach the webhook (put in its certificate)")
+                     help="without --webhook-service: host name or IP in the webhook's URL (and its certificate)")
+    run.add_argument("--webhook-service", metavar="NAMESPACE/NAME",
+                     help="a Service in front of every replica: the API server calls it (and the certificate names "
+                     "NAME.NAMESPACE.svc) instead of a URL")
     run.add_argument("--webhook-addr", default="127.0.0.1", help="address the webhook server listens on")
     run.add_argument("--webhook-configuration", default="healthscale-residency", metavar="NAME",
                      help="name of the ValidatingWebhookConfiguration the operator applies for its webhook")
+    run.add_argument("--webhook-cert-source", choices=("operator", "secret", "cert-manager"), default="operator",
+                     help="operator: issue and renew a certificate in the Secret, shared by the replicas; secret: "
+                     "read a TLS Secret you keep; cert-manager: read the Secret cert-manager keeps (its CA "
+                     "injector fills in the CA bundle)")
+    run.add_argument("--webhook-cert-secret", metavar="[NAMESPACE/]NAME",
+                     help="the certificate's Secret (default: <configuration>-cert in the operator's namespace)")
+    run.add_argument("--webhook-cert-lifetime", default="90d", metavar="DURATION",
+                     help="lifetime of the certificates the operator issues, renewed with a third left (default 90d)")
     run.add_argument("--residency-evict", action="store_true",
                      help="evict pods found outside their allowed regions (respects PodDisruptionBudgets)")
 
@@ -200,6 +230,7 @@ def _backtest(arguments: argparse.Namespace) -> int:
     print(report.table(result))
     print()
     print(f"healthscale's reasons: {report.reasons(result)}")
+    print(f"forecast calibration: {report.calibration(result).describe()}")
     if arguments.plot:
         _written("--plot", arguments.plot, lambda: report.plot(result, arguments.plot))
         print(f"plot written to {arguments.plot}")
@@ -362,24 +393,62 @@ def _run(arguments: argparse.Namespace) -> int:
             peering_priority=arguments.peering_priority,
             log_format=arguments.log_format,
             verbose=arguments.verbose,
+            pod_deletion_cost=arguments.pod_deletion_cost,
             residency=residency.Config(
                 region_label=_region_label(arguments.region_label),
                 default_regions=residency_rules.parse_regions(arguments.default_allowed_regions),
                 evict=arguments.residency_evict,
-                webhook_port=_port("--webhook-port", arguments.webhook_port),
-                webhook_host=arguments.webhook_host,
-                webhook_addr=arguments.webhook_addr,
-                configuration_name=arguments.webhook_configuration,
+                enabled=arguments.residency,
+                allowed_regions=residency_rules.parse_regions(arguments.allowed_regions),
+                audit_seconds=_interval("--residency-audit-seconds", arguments.residency_audit_seconds),
             ),
+            webhook=_webhook(arguments),
         ))
     except kubernetes.config.ConfigException as error:
         raise _cluster_problem(error) from None
+
+
+def _webhook(arguments: argparse.Namespace) -> webhook.Config:
+    from healthscale.api import durations
+    from healthscale.runtime import webhook
+    from healthscale.service import admission
+
+    service = None
+    if arguments.webhook_service:
+        namespace, _, name = arguments.webhook_service.partition("/")
+        if not namespace or not name or "/" in name:
+            raise ValueError(f"--webhook-service {arguments.webhook_service!r} must be NAMESPACE/NAME")
+        service = (namespace, name)
+    secret = None
+    if arguments.webhook_cert_secret:
+        namespace, _, name = arguments.webhook_cert_secret.rpartition("/")
+        if not name or "/" in namespace:
+            raise ValueError(f"--webhook-cert-secret {arguments.webhook_cert_secret!r} must be NAME or NAMESPACE/NAME")
+        secret = (namespace or webhook.own_namespace(), name)
+    try:
+        lifetime = durations.parse(arguments.webhook_cert_lifetime).total_seconds()
+    except ValueError as error:
+        raise ValueError(f"--webhook-cert-lifetime: {error}") from None
+    if lifetime < 60:
+        raise ValueError(f"--webhook-cert-lifetime {arguments.webhook_cert_lifetime} must be at least 1m")
+    admission.served_namespaces(tuple(arguments.namespaces))  # a pattern no namespace can match fails here, clearly
+    return webhook.Config(port=_port("--webhook-port", arguments.webhook_port), addr=arguments.webhook_addr,
+                          host=arguments.webhook_host, service=service,
+                          configuration_name=arguments.webhook_configuration,
+                          cert_source=arguments.webhook_cert_source, cert_secret=secret, cert_lifetime=lifetime,
+                          namespaces=tuple(arguments.namespaces))
 
 
 def _region_label(label: str) -> str:
     if not label.strip():
         raise ValueError("--region-label must name a node label, e.g. topology.kubernetes.io/region")
     return label.strip()
+
+
+def _interval(option: str, seconds: float) -> float:
+    if not 1.0 <= seconds <= 86400.0:
+        raise ValueError(f"{option} {seconds:g} must be between 1 and 86400 seconds")
+    return seconds
 
 
 def _port(option: str, port: int) -> int:

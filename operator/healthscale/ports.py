@@ -163,3 +163,21 @@ class Placement(Protocol):
     def nodes(self) -> dict[str, dict[str, str]]: ...
 
     def evict(self, namespace: str, pod: str) -> Eviction: ...
+
+    def namespace_metadata(self, name: str) -> tuple[dict[str, str], dict[str, str]]:
+        """A namespace's labels and annotations (its residency opt-in and allowed regions)."""
+        ...
+
+
+class NamespaceAudit(Protocol):
+    """What the namespace residency audit reads (``adapters.audit.Audit``)."""
+
+    def enforced_namespaces(self) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
+        """Namespaces labelled healthscale.io/residency=enforced: name -> (labels, annotations)."""
+        ...
+
+    def namespace_pods(self, namespace: str) -> list[residency.Pod]:
+        """Every pod of the namespace, with its data-class label and uid."""
+        ...
+
+    def nodes(self) -> dict[str, dict[str, str]]: ...

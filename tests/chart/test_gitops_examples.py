@@ -14,7 +14,7 @@ import yaml
 from chartlib import CHART, REPO_ROOT, Helm
 from healthscale.adapters import kube
 from healthscale.api import clinicalslo, manifests, surgeschedule
-from healthscale.runtime import residency
+from healthscale.runtime import webhook
 
 pytestmark = pytest.mark.chart
 
@@ -67,10 +67,10 @@ def test_argo_cd_ignores_what_the_operator_writes_on_workloads() -> None:
 def test_argo_cd_and_flux_leave_the_webhook_configuration_to_the_operator() -> None:
     application = one("argocd/healthscale-operator.application.yml", "Application")
     rule = ignored(application, "ValidatingWebhookConfiguration")
-    assert rule["name"] == residency.CONFIGURATION_NAME and rule["managedFieldsManagers"] == [kube.FIELD_MANAGER]
+    assert rule["name"] == webhook.CONFIGURATION_NAME and rule["managedFieldsManagers"] == [kube.FIELD_MANAGER]
     release = one("flux/healthscale.helmrelease.yml", "HelmRelease")
     (ignore,) = release["spec"]["driftDetection"]["ignore"]
-    assert ignore["target"] == {"kind": "ValidatingWebhookConfiguration", "name": residency.CONFIGURATION_NAME}
+    assert ignore["target"] == {"kind": "ValidatingWebhookConfiguration", "name": webhook.CONFIGURATION_NAME}
 
 
 def test_flux_drops_what_the_operator_writes_from_the_workload_manifests() -> None:

@@ -14,7 +14,8 @@ What the operator needs is derived from its code, not copied from the chart:
   which cite the Kopf code that makes each request.
 
 Then the chart is rendered for each RBAC shape (cluster-wide or namespaced, with or without
-peering and discovery) and the effective grants of the ServiceAccount (its bindings' roles,
+peering and discovery) and for every combination of the features that need rights of their own
+(residency on or off, the webhook on or off, pod-deletion-cost on or off), and the effective grants of the ServiceAccount (its bindings' roles,
 expanded to single (scope, apiGroup, resource, verb, resourceName) tuples) are compared with the
 expected set. The integration test (tests/integration/test_chart_install.py) then runs the real
 operator with the chart's ServiceAccount token to show that the set suffices.
@@ -38,7 +39,7 @@ import pytest
 import yaml
 
 from chartlib import REPO_ROOT, Helm
-from healthscale.runtime import residency
+from healthscale.runtime import webhook
 
 pytestmark = pytest.mark.chart
 
@@ -61,18 +62,35 @@ class Need:
 
     rule: Rule
     where: str = "served"
-    """"served": in each watched namespace (everywhere when cluster-wide); "cluster": cluster-wide."""
+    """"served": in each watched namespace (everywhere when cluster-wide); "cluster": cluster-wide;
+    "release": the release's (the operator's own) namespace."""
     when: str | None = None
-    """The chart setting that turns the code path on ("webhook", "evict"); None: always."""
+    """The chart features that turn the code path on; None: always. Alternatives joined by " or ",
+    features that must all be on by "+": "residency or deletion-cost", "residency+evict". Features:
+    residency, webhook, evict, deletion-cost, peering, clusterwide, namespaced (and
+    namespace-observation, which Kopf's own rules cover, see KOPF_NAMESPACE_OBSERVATION)."""
     name: str = "*"
     """The one object it applies to, when the call names a fixed object."""
     api: str | None = None
     """The client class the operator calls it on, when several classes have the method."""
 
+    def applies(self, features: set[str]) -> bool:
+        return self.when is None or any(set(alternative.split("+")) <= features
+                                        for alternative in self.when.split(" or "))
+
+
+def needs_of(method: str) -> tuple[Need, ...]:
+    found = CLIENT_CALLS[method]
+    return found if isinstance(found, tuple) else (found,)
+
+
+FULLNAME, RELEASE_SCOPE = "hs-healthscale", "healthscale-system"
+"""The release the RBAC shapes are rendered as (names with {fullname} in them are its objects)."""
+SECRET = "{fullname}-webhook-cert"
 
 # The operator's Kubernetes client calls -> the RBAC rule each needs. Explicit on purpose: a
 # reviewer sees every permission next to the call that needs it.
-CLIENT_CALLS: dict[str, Need] = {
+CLIENT_CALLS: dict[str, Need | tuple[Need, ...]] = {
     # adapters/kube.py: read the target, scale it, move an HPA's floor, order a scale-down.
     "read_namespaced_deployment": Need(("apps", "deployments", "get")),
     "read_namespaced_stateful_set": Need(("apps", "statefulsets", "get")),
@@ -80,36 +98,57 @@ CLIENT_CALLS: dict[str, Need] = {
     "patch_namespaced_stateful_set_scale": Need(("apps", "statefulsets/scale", "patch")),
     "list_namespaced_horizontal_pod_autoscaler": Need(("autoscaling", "horizontalpodautoscalers", "list")),
     "patch_namespaced_horizontal_pod_autoscaler": Need(("autoscaling", "horizontalpodautoscalers", "patch")),
-    "list_namespaced_pod": Need(("", "pods", "list")),
-    "patch_namespaced_pod": Need(("", "pods", "patch")),
+    # adapters/kube.py (the pods a scale-down costs), adapters/placement.py (a target's pods) and
+    # adapters/audit.py (every pod of an enforced namespace).
+    "list_namespaced_pod": Need(("", "pods", "list"), when="residency or deletion-cost"),
+    "patch_namespaced_pod": Need(("", "pods", "patch"), when="deletion-cost"),
     # runtime/handlers.py via adapters/kube.py: SurgeSchedules' next windows, refreshed each cycle.
     # (The same call writes ClinicalSLO status.originals, which Kopf's rules grant already.)
     "patch_namespaced_custom_object_status": Need(("healthscale.io", "surgeschedules/status", "patch")),
     # adapters/kube.py ClinicalSLOs, for runtime/sweeper.py and `healthscale release`: list the
     # ClinicalSLOs (all namespaces only when serving the whole cluster) and remove healthscale's
     # finalizer; rules Kopf's own watching and patching need anyway.
-    "list_cluster_custom_object": Need(("healthscale.io", "clinicalslos", "list")),
-    "list_namespaced_custom_object": Need(("healthscale.io", "clinicalslos", "list")),
+    # adapters/audit.py: the residency audit reads Kopf's peering object to know whether this
+    # replica is the active one (rights Kopf's peering needs anyway).
+    "list_cluster_custom_object": (Need(("healthscale.io", "clinicalslos", "list")),
+                                   Need(("kopf.dev", "clusterkopfpeerings", "list"),
+                                        when="residency+peering+clusterwide")),
+    "list_namespaced_custom_object": (Need(("healthscale.io", "clinicalslos", "list")),
+                                      Need(("kopf.dev", "kopfpeerings", "list"), when="residency+peering+namespaced")),
     "patch_namespaced_custom_object": Need(("healthscale.io", "clinicalslos", "patch")),
-    # runtime/sweeper.py: a Warning/Normal Event on each ClinicalSLO it releases (core v1, as Kopf's).
+    # runtime/sweeper.py: a Warning/Normal Event on each ClinicalSLO it releases (core v1, as Kopf's);
+    # adapters/audit.py: a Warning Event on each pod outside its namespace's regions.
     "create_namespaced_event": Need(("", "events", "create"), api="CoreV1Api"),
     # runtime/sweeper.py, serving listed namespaces: which are Terminating. The chart grants it with
     # rbac.clusterDiscovery (Kopf's namespace observation); without it the sweeper falls back to
     # the exact names, so the chart does not need it for the sweeper ("when" never set).
-    "list_namespace": Need(("", "namespaces", "list"), where="cluster", when="namespace-observation"),
+    # adapters/audit.py (residency): the namespaces labelled healthscale.io/residency=enforced.
+    # runtime/webhook.py via adapters/watchcache.py: every namespace's labels and annotations and
+    # every node's labels, kept by list and watch.
+    "list_namespace": (Need(("", "namespaces", "list"), where="cluster", when="namespace-observation or residency or webhook"),
+                       Need(("", "namespaces", "watch"), where="cluster", when="webhook")),
     # adapters/placement.py, the residency cycle: the pod template's required node affinity, where
-    # the pods run, and (residency.evict) evictions.
-    "patch_namespaced_deployment": Need(("apps", "deployments", "patch")),
-    "patch_namespaced_stateful_set": Need(("apps", "statefulsets", "patch")),
-    "list_node": Need(("", "nodes", "list"), where="cluster"),
-    "create_namespaced_pod_eviction": Need(("", "pods/eviction", "create"), when="evict"),
-    # adapters/placement.py, the admission webhook: the pod's namespace and node, and the webhook's
-    # own configuration (created empty by the chart; the operator fills it in).
-    "read_namespace": Need(("", "namespaces", "get"), where="cluster", when="webhook"),
-    "read_node": Need(("", "nodes", "get"), where="cluster", when="webhook"),
+    # the pods run, and (residency.evict) evictions; adapters/audit.py: node labels.
+    "patch_namespaced_deployment": Need(("apps", "deployments", "patch"), when="residency"),
+    "patch_namespaced_stateful_set": Need(("apps", "statefulsets", "patch"), when="residency"),
+    "list_node": (Need(("", "nodes", "list"), where="cluster", when="residency or webhook"),
+                  Need(("", "nodes", "watch"), where="cluster", when="webhook")),
+    "create_namespaced_pod_eviction": Need(("", "pods/eviction", "create"), when="residency+evict"),
+    # adapters/placement.py, the residency cycle (the ClinicalSLO's namespace bounds its regions),
+    # and the admission webhook's own configuration
+    # (created empty by the chart; the operator fills it in).
+    "read_namespace": Need(("", "namespaces", "get"), where="cluster", when="residency"),
     "patch_validating_webhook_configuration": Need(
         ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "patch"), where="cluster",
-        when="webhook", name=residency.CONFIGURATION_NAME),
+        when="webhook", name="{fullname}-residency"),
+    # adapters/certificates.py and the webhook's Secret cache: its certificate, in the release
+    # namespace, by name; issued (created, then renewed in place) only with certificate source operator.
+    "read_namespaced_secret": Need(("", "secrets", "get"), where="release", when="webhook", name=SECRET),
+    "list_namespaced_secret": (Need(("", "secrets", "list"), where="release", when="webhook", name=SECRET),
+                               Need(("", "secrets", "watch"), where="release", when="webhook", name=SECRET)),
+    "replace_namespaced_secret": Need(("", "secrets", "update"), where="release", when="webhook+operator-cert",
+                                      name=SECRET),
+    "create_namespaced_secret": Need(("", "secrets", "create"), where="release", when="webhook+operator-cert"),
 }
 
 # What Kopf (1.45) requests by itself, wherever the operator serves ClinicalSLOs:
@@ -197,23 +236,26 @@ def kopf_resource_rules() -> set[Rule]:
 
 
 def operator_needs(features: set[str]) -> list[Need]:
-    """What the operator's calls need with these chart features on ("webhook", "evict")."""
-    return [CLIENT_CALLS[method] for method in client_calls()
-            if method in CLIENT_CALLS and (CLIENT_CALLS[method].when is None or CLIENT_CALLS[method].when in features)]
+    """What the operator's calls need with these chart features on (see ``Need.when``)."""
+    return [need for method in client_calls() if method in CLIENT_CALLS for need in needs_of(method)
+            if need.applies(features)]
 
 
 def expected_grants(namespaces: list[str], peering: str | None, features: set[str],
                     discovery: bool = True) -> set[Grant]:
+    features = features | {"namespaced" if namespaces else "clusterwide"} | ({"peering"} if peering else set())
     needs = operator_needs(features)
     served = ({(*need.rule, need.name) for need in needs if need.where == "served"}
               | {(*rule, "*") for rule in kopf_resource_rules() | KOPF_SERVING})
-    cluster = {(*need.rule, need.name) for need in needs if need.where == "cluster"}
+    cluster = {(*need.rule, need.name.format(fullname=FULLNAME)) for need in needs if need.where == "cluster"}
+    release = {(RELEASE_SCOPE, *need.rule, need.name.format(fullname=FULLNAME))
+               for need in needs if need.where == "release"}
     if not namespaces:
         everywhere = served | cluster | {(*rule, "*") for rule in KOPF_CRD_OBSERVATION}
         if peering:
             everywhere |= kopf_peering("clusterkopfpeerings", peering)
-        return {("*", *grant) for grant in everywhere}
-    grants: set[Grant] = set()
+        return {("*", *grant) for grant in everywhere} | release
+    grants: set[Grant] = release
     for namespace in namespaces:
         local = served | (kopf_peering("kopfpeerings", peering) if peering else set())
         grants |= {(namespace, *grant) for grant in local}
@@ -280,7 +322,7 @@ class _RecordingClient(kubernetes.client.ApiClient):
 BODIES: dict[str, dict[str, Any]] = {"create_namespaced_event": {"metadata": {}, "involvedObject": {}}}
 
 
-def request_of(api_class: type, method: str) -> tuple[str, str]:
+def request_of(api_class: type, method: str, rule: Rule = ("", "", "")) -> tuple[str, str]:
     api = api_class(_RecordingClient(kubernetes.client.Configuration()))
     function = getattr(api, method)
     arguments = {name: (BODIES.get(method, {}) if name == "body" else "x")
@@ -290,8 +332,10 @@ def request_of(api_class: type, method: str) -> tuple[str, str]:
     if "custom_object" in method:
         # The generic custom-object calls take the group and plural as arguments: pass the ones
         # the operator passes, so the URL names the real resource.
-        group, resource, _ = CLIENT_CALLS[method].rule
+        group, resource, _ = rule
         arguments.update(group=group, version="v1alpha1", plural=resource.split("/")[0])
+    if rule[2] == "watch":
+        arguments["watch"] = True  # a watch is the list call with watch=true (adapters/watchcache.py)
     try:
         function(**arguments)
     except _Sent as sent:
@@ -309,16 +353,20 @@ def rule_of_request(http_method: str, url: str) -> Rule:
     named = len(rest) > 1
     verb = {"GET": "get" if named else "list", "POST": "create", "PUT": "update", "PATCH": "patch",
             "DELETE": "delete" if named else "deletecollection"}[http_method]
+    if verb == "list" and urllib.parse.parse_qs(urllib.parse.urlsplit(url).query).get("watch") == ["true"]:
+        verb = "watch"
     return group, resource, verb
 
 
-@pytest.mark.parametrize("method", sorted(CLIENT_CALLS), ids=lambda method: f"{method} is {CLIENT_CALLS[method].rule}")
-def test_the_mapping_matches_the_request_the_client_sends(method: str) -> None:
-    classes = [cls for cls in api_classes() if hasattr(cls, method)
-               and CLIENT_CALLS[method].api in (None, cls.__name__)]
+MAPPED = [(method, need) for method in sorted(CLIENT_CALLS) for need in needs_of(method)]
+
+
+@pytest.mark.parametrize(("method", "need"), MAPPED, ids=[f"{method} is {need.rule}" for method, need in MAPPED])
+def test_the_mapping_matches_the_request_the_client_sends(method: str, need: Need) -> None:
+    classes = [cls for cls in api_classes() if hasattr(cls, method) and need.api in (None, cls.__name__)]
     assert classes, f"no kubernetes.client API class has {method}"
     for api_class in classes:
-        assert rule_of_request(*request_of(api_class, method)) == CLIENT_CALLS[method].rule, api_class.__name__
+        assert rule_of_request(*request_of(api_class, method, need.rule)) == need.rule, api_class.__name__
 
 
 def test_kopf_handles_the_two_custom_resources() -> None:
@@ -328,26 +376,54 @@ def test_kopf_handles_the_two_custom_resources() -> None:
 URL = "prometheus.url=http://prometheus:9090"
 TWO_NAMESPACES = "watchNamespaces={ehr,telehealth}"
 # name -> (--set values, watched namespaces, peering?, chart features, cluster discovery?)
+RESIDENCY, DELETION_COST = "residency.enabled=true", "podDeletionCost.enabled=true"
 SHAPES: dict[str, tuple[list[str], list[str], bool, set[str], bool]] = {
     "cluster-wide": ([], [], False, set(), True),
     "cluster-wide with peering": (["replicaCount=2"], [], True, set(), True),
-    "cluster-wide with webhook and eviction": (["webhook.enabled=true", "residency.evict=true"], [], False,
-                                               {"webhook", "evict"}, True),
+    "cluster-wide with residency and peering": ([RESIDENCY, "replicaCount=2"], [], True, {"residency"}, True),
+    "cluster-wide with webhook and eviction": ([RESIDENCY, "webhook.enabled=true", "residency.evict=true"], [], False,
+                                               {"residency", "webhook", "evict"}, True),
+    "cluster-wide with eviction but residency off": (["residency.evict=true"], [], False, {"evict"}, True),
     "namespaced": ([TWO_NAMESPACES], ["ehr", "telehealth"], False, set(), True),
     "namespaced with peering": ([TWO_NAMESPACES, "replicaCount=2"], ["ehr", "telehealth"], True, set(), True),
+    "namespaced with residency and peering": ([TWO_NAMESPACES, RESIDENCY, "replicaCount=2"], ["ehr", "telehealth"],
+                                              True, {"residency"}, True),
     "namespaced with webhook": ([TWO_NAMESPACES, "webhook.enabled=true"], ["ehr", "telehealth"], False,
                                 {"webhook"}, True),
+    "namespaced with the webhook's certificate from cert-manager": (
+        [TWO_NAMESPACES, RESIDENCY, "webhook.certificate.source=cert-manager"], ["ehr", "telehealth"], False,
+        {"residency", "webhook"}, True),
+    "cluster-wide with the webhook's certificate from a Secret of yours": (
+        ["webhook.enabled=true", "webhook.certificate.source=secret"], [], False, {"webhook"}, True),
     "namespaced with eviction, without discovery": (
-        ["watchNamespaces={ehr}", "residency.evict=true", "rbac.clusterDiscovery=false"], ["ehr"], False,
-        {"evict"}, False),
+        ["watchNamespaces={ehr}", RESIDENCY, "residency.evict=true", "rbac.clusterDiscovery=false"], ["ehr"], False,
+        {"residency", "evict"}, False),
 }
+# Every combination of the features with rights of their own, cluster-wide and namespaced.
+for _residency, _webhook, _cost in itertools.product((False, True), repeat=3):
+    _on = {name for name, on in (("residency", _residency), ("webhook", _webhook), ("deletion-cost", _cost)) if on}
+    _values = [value for value, on in ((RESIDENCY, _residency), (DELETION_COST, _cost)) if on]
+    _values.append(f"webhook.enabled={'true' if _webhook else 'false'}")
+    _name = ", ".join(f"{name} {'on' if on else 'off'}" for name, on in (
+        ("residency", _residency), ("webhook", _webhook), ("deletion-cost", _cost)))
+    SHAPES[f"cluster-wide, {_name}"] = (_values, [], False, _on, True)
+    SHAPES[f"namespaced without discovery, {_name}"] = (
+        [TWO_NAMESPACES, "rbac.clusterDiscovery=false", *_values], ["ehr", "telehealth"], False, _on, False)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda shape: f"{shape}: grants exactly what the operator uses")
 def test_the_chart_grants_exactly_what_the_operator_uses(helm: Helm, shape: str) -> None:
     settings, namespaces, peering, features, discovery = SHAPES[shape]
-    objects = helm.render(set_values=[URL, *settings], release="hs", namespace="healthscale-system")
-    expected = expected_grants(namespaces, "hs-healthscale" if peering else None, features, discovery)
+    # One replica unless the shape says otherwise; the webhook (on with residency unless set off)
+    # keeps peering on whatever the count, and issues its own certificate unless told otherwise.
+    if "residency" in features and "webhook.enabled=false" not in settings:
+        features = features | {"webhook"}
+    if "webhook" in features:
+        peering = True
+        if not any(item.startswith("webhook.certificate.source=") for item in settings):
+            features = features | {"operator-cert"}
+    objects = helm.render(set_values=[URL, "replicaCount=1", *settings], release="hs", namespace=RELEASE_SCOPE)
+    expected = expected_grants(namespaces, FULLNAME if peering else None, features, discovery)
     actual = granted(objects, "hs-healthscale", "healthscale-system")
     more, less = sorted(actual - expected), sorted(expected - actual)
     assert not more and not less, (
@@ -358,7 +434,7 @@ def test_the_chart_grants_exactly_what_the_operator_uses(helm: Helm, shape: str)
 def test_the_webhook_configuration_the_operator_patches_is_the_one_the_chart_creates(helm: Helm) -> None:
     objects = helm.render(set_values=[URL, "webhook.enabled=true"])
     names = [item["metadata"]["name"] for item in objects if item["kind"] == "ValidatingWebhookConfiguration"]
-    assert names == [residency.CONFIGURATION_NAME]
+    assert names == [webhook.CONFIGURATION_NAME]
 
 
 def test_rbac_create_false_grants_nothing(helm: Helm) -> None:

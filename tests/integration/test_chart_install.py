@@ -31,7 +31,7 @@ from kubernetes import config as k8s_config
 
 from clusterlib import ED_DEMAND, GROUP, REPO_ROOT, VERSION, DevCluster, replicas, stop_process, wait_until
 from healthscale.adapters import placement
-from healthscale.service import residency as residency_service
+from healthscale.service import admission as admission_service
 
 pytestmark = pytest.mark.integration
 
@@ -111,7 +111,10 @@ def release(devcluster: DevCluster, api: k8s_client.ApiClient,
 def install_values(devcluster: DevCluster, release: Release) -> list[str]:
     return ["--set", f"prometheus.url={devcluster.prometheus_url}", "--set", f"watchNamespaces={{{release.watched}}}",
             # Two replicas: peering on, so the out-of-cluster run below exercises the peering RBAC too.
-            "--set", "replicaCount=2"]
+            "--set", "replicaCount=2",
+            # Residency's rights (pod template patch, pod/node/namespace lists) come only with it on;
+            # its webhook (on with it by default) would keep peering on at one replica.
+            "--set", "residency.enabled=true", "--set", "webhook.enabled=false"]
 
 
 def service_account_kubeconfig(devcluster: DevCluster, namespace: str, account: str, directory: Path) -> Path:
@@ -382,8 +385,8 @@ def test_the_webhook_configuration_needs_only_patch_because_the_chart_creates_it
     that one name (the chart's rule), the operator's own code (Placement.apply_webhook_configuration,
     a server-side apply) fills in an existing object but could not create a missing one.
 
-    Run with a configuration name of this run's own, selecting no namespace: the chart's fixed name
-    (healthscale-residency) belongs to whoever runs the residency tests on this cluster."""
+    Run with a configuration name of this run's own, selecting no namespace: it must never judge
+    anyone's pods on this shared cluster."""
     name = f"{release.name}-webhook-check"
     core, rbac = k8s_client.CoreV1Api(api), k8s_client.RbacAuthorizationV1Api(api)
     admission = k8s_client.AdmissionregistrationV1Api(api)
@@ -398,7 +401,7 @@ def test_the_webhook_configuration_needs_only_patch_because_the_chart_creates_it
         kubeconfig = service_account_kubeconfig(devcluster, release.namespace, name,
                                                 tmp_path_factory.mktemp("webhook-check"))
         as_account = placement.Placement(k8s_config.new_client_from_config(config_file=str(kubeconfig)))
-        body = residency_service.webhook_configuration(name, "https://127.0.0.1:1/residency", None)
+        body = admission_service.configuration(name, url="https://127.0.0.1:1/residency")
         # Select no namespace at all: this object must never judge anyone's pods.
         body["webhooks"][0]["namespaceSelector"] = {"matchLabels": {"healthscale.io/never": name}}
         with pytest.raises(Exception, match="403"):

@@ -6,8 +6,11 @@ metrics. A second one, in evict mode, watches `hs-rev-<run>-*`. Each test works 
 Demand is a constant (`vector(20)`), so the plans are predictable; `forecast.step` is 1m, so a
 cycle (and with it the residency audit) runs every minute.
 
-The six proofs of the residency issue are the first six tests. Nodes this module relabels are its
-own KWOK nodes (tainted, so that nothing else lands on them, and deleted at the end).
+The six proofs of the residency issue are the first six tests; then the ones that hold against
+the workload owner: regions bounded by the namespace and the cluster-wide allow-list (never
+written, not even as a change of an enforced SLO's regions), and the audit of every pod of an
+enforced namespace, ClinicalSLO target or not. Nodes this module relabels are its own KWOK nodes
+(tainted, so that nothing else lands on them, and deleted at the end).
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ REGION = "topology.kubernetes.io/region"
 DATA_CLASS = "healthscale.io/data-class"
 REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
 EU = ["eu-west-1", "eu-central-1"]
+CLUSTER_ALLOWED = [*EU, "ap-south-1"]
+"""The operator's cluster-wide --allowed-regions."""
+AUDIT_SECONDS = 5
 RUN = uuid.uuid4().hex[:4]
 """Namespaces and the webhook configuration are this run's own, so that runs can overlap."""
 PREFIX, EVICT_PREFIX = f"hs-res-{RUN}-", f"hs-rev-{RUN}-"
@@ -98,7 +104,8 @@ def operator(devcluster: DevCluster, api: k8s_client.ApiClient,
     metrics_port, webhook_port = free_port(), free_port()
     process = start_operator(devcluster, log, "--namespace", f"{PREFIX}*", "--metrics-port", str(metrics_port),
                              "--webhook-port", str(webhook_port), "--webhook-configuration", CONFIGURATION,
-                             "--default-allowed-regions", ",".join(EU))
+                             "--default-allowed-regions", ",".join(EU), "--allowed-regions", ",".join(CLUSTER_ALLOWED),
+                             "--residency-audit-seconds", str(AUDIT_SECONDS))
     try:
         wait_until("the webhook configuration pointing at this operator",
                    lambda: f":{webhook_port}/" in (webhook_url(api) or ""), timeout=60)
@@ -329,6 +336,10 @@ def test_scaled_pods_land_only_in_the_allowed_regions(
         slo_status(api, namespace)), timeout=STEP_SECONDS + 60)
     assert final["residency"]["violations"] == []
     assert final["residency"]["enforced"] is True
+    trusted = condition(final, "RegionLabelTrusted")
+    assert (trusted["status"], trusted["reason"]) == ("False", "KubeletSettableLabel")
+    assert "--region-label=node-restriction.kubernetes.io/region" in trusted["message"]
+    assert "RESIDENCY IS ONLY AS GOOD AS THE REGION LABEL" in operator.log.read_text(), "said loudly at start-up"
 
 
 def test_a_patient_data_pod_without_constraints_is_rejected_with_a_clear_message(
@@ -341,14 +352,15 @@ def test_a_patient_data_pod_without_constraints_is_rejected_with_a_clear_message
                 "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}], **spec}}
 
     with pytest.raises(k8s_client.ApiException) as refused:
-        core.create_namespaced_pod(namespace, pod("chart", {DATA_CLASS: "phi"}))
+        core.create_namespaced_pod(namespace, pod("chart-zz9name", {DATA_CLASS: "phi"}))
     assert refused.value.status == 403
     message = str(refused.value.body)
     assert "denied the request" in message
-    assert (f"pod chart holds phi data and namespace {namespace} allows only eu-west-1, eu-central-1: it has "
-            "neither a nodeSelector on topology.kubernetes.io/region nor a required node affinity, so it could run "
-            'in any region; add a required node affinity term \\"topology.kubernetes.io/region In (eu-west-1, '
-            'eu-central-1)\\"') in message
+    assert f"phi data in namespace {namespace}" in message and "eu-west-1, eu-central-1" in message
+    assert ("it has neither a nodeSelector on topology.kubernetes.io/region nor a required node affinity, so it "
+            'could run in any region; add a required node affinity term \\"topology.kubernetes.io/region In '
+            '(eu-west-1, eu-central-1)\\"') in message
+    assert "zz9name" not in message, "a denial names the namespace and data class, never the pod"
 
     with pytest.raises(k8s_client.ApiException) as elsewhere:
         core.create_namespaced_pod(namespace, pod("chart-us", {DATA_CLASS: "pii"}, nodeSelector={REGION: "us-east-1"}))
@@ -356,7 +368,7 @@ def test_a_patient_data_pod_without_constraints_is_rejected_with_a_clear_message
 
     core.create_namespaced_pod(namespace, pod("chart-eu", {DATA_CLASS: "phi"}, affinity={"nodeAffinity": {REQUIRED: {
         "nodeSelectorTerms": [{"matchExpressions": [{"key": REGION, "operator": "In", "values": ["eu-central-1"]}]}]}}}))
-    core.create_namespaced_pod(namespace, pod("not-patient-data", {"app": "cache"}))
+    core.create_namespaced_pod(namespace, pod("not-patient-data", {"app": "cache", DATA_CLASS: "none"}))
     node = wait_until("the admitted patient-data pod scheduled",
                       lambda: core.read_namespaced_pod("chart-eu", namespace).spec.node_name)
     assert regions_of(api)[node] == "eu-central-1"
@@ -397,7 +409,9 @@ def test_relabelling_a_node_out_of_region_is_reported_within_one_cycle(
     assert f"on {node} (us-east-1)" in compliant["message"]
     warning = wait_until("a ResidencyViolation event", lambda: events(api, namespace, "ResidencyViolation"))
     assert warning[0].type == "Warning" and node in warning[0].message
-    assert operator.metric("healthscale_residency_violations", namespace=namespace) == desired
+    assert not any(pod.metadata.name in warning[0].message for pod in live_pods(api, namespace)), \
+        "pod names stay in status, out of Events"
+    assert operator.metric("healthscale_residency_target_violations", namespace=namespace) == desired
     assert operator.metric("healthscale_residency_compliant", namespace=namespace) == 0
     # That was this ClinicalSLO's second cycle: the operator's own keeping-up measure counted it.
     assert (operator.metric("healthscale_cycle_delay_seconds_count") or 0) >= 1
@@ -474,6 +488,107 @@ def test_existing_affinity_terms_survive_the_merge(
                        lambda: (lambda found: found if found and all(region in EU for _, region in found) else None)(
                            placed(api, namespace, desired)), timeout=180)
     assert {region for _, region in where} <= set(EU)
+
+
+# ------------------------------------------------------------------- against the workload owner
+
+
+def refused(api: k8s_client.ApiClient, namespace: str, generation: int = 1) -> dict[str, Any] | None:
+    """The status once Ready=False/RegionsNotAllowed describes ``generation``."""
+    found = slo_status(api, namespace)
+    ready = condition(found, "Ready")
+    return found if ready.get("reason") == "RegionsNotAllowed" and ready.get("observedGeneration") == generation \
+        else None
+
+
+def test_regions_the_namespace_does_not_allow_are_refused_and_never_written(
+        api: k8s_client.ApiClient, operator: Operator, namespaces: Namespaces) -> None:
+    namespace = namespaces(enforced=True, regions="eu-west-1,eu-central-1")
+    deployment(api, namespace, replicas=0)
+    create(api, slo_manifest(namespace, ["eu-west-1", "us-east-1"]))
+    status = wait_until("Ready=False RegionsNotAllowed", lambda: refused(api, namespace), timeout=TICK_SECONDS * 3)
+    message = condition(status, "Ready")["message"]
+    assert message.startswith(f"spec.residency.regions lists us-east-1, which namespace {namespace} does not allow")
+    assert f"allows eu-west-1, eu-central-1 (annotation healthscale.io/allowed-regions of namespace {namespace})" \
+        in message
+    assert status["residency"]["namespaceRegions"] == EU
+    assert wait_until("a RegionsNotAllowed event", lambda: events(api, namespace, "RegionsNotAllowed"))
+    time.sleep(TICK_SECONDS)  # another tick: still nothing written, nothing scaled
+    body = template(api, namespace)
+    assert required_terms(api, namespace) == []
+    assert "healthscale.io/residency-requirement" not in (body["metadata"].get("annotations") or {})
+    assert replicas(api, namespace) == 0
+    assert "desiredReplicas" not in slo_status(api, namespace)
+
+
+def test_widening_an_enforced_slos_regions_keeps_the_requirement_it_had(
+        api: k8s_client.ApiClient, operator: Operator, namespaces: Namespaces) -> None:
+    namespace = namespaces(enforced=True, regions="eu-west-1,eu-central-1")
+    deployment(api, namespace, replicas=0)
+    create(api, slo_manifest(namespace, ["eu-west-1"]))
+    eu_west = [{"matchExpressions": [{"key": REGION, "operator": "In", "values": ["eu-west-1"]}]}]
+    wait_until("the eu-west-1 requirement written", lambda: required_terms(api, namespace) == eu_west)
+    owned = template(api, namespace)["metadata"]["annotations"]["healthscale.io/residency-requirement"]
+    k8s_client.CustomObjectsApi(api).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "clinicalslos", "ed-triage",
+        {"spec": {"residency": {"regions": ["eu-west-1", "us-east-1"]}}})
+    wait_until("Ready=False RegionsNotAllowed for generation 2", lambda: refused(api, namespace, 2),
+               timeout=TICK_SECONDS * 3)
+    time.sleep(TICK_SECONDS)
+    assert required_terms(api, namespace) == eu_west, "never widened"
+    assert template(api, namespace)["metadata"]["annotations"]["healthscale.io/residency-requirement"] == owned
+
+
+def test_a_namespace_cannot_allow_a_region_outside_the_cluster_wide_list(
+        api: k8s_client.ApiClient, operator: Operator, namespaces: Namespaces) -> None:
+    namespace = namespaces(enforced=True, regions="eu-west-1,us-east-1")
+    deployment(api, namespace, replicas=0)
+    create(api, slo_manifest(namespace, ["us-east-1"]))
+    status = wait_until("Ready=False RegionsNotAllowed", lambda: refused(api, namespace), timeout=TICK_SECONDS * 3)
+    assert "us-east-1 dropped: not in the cluster-wide --allowed-regions" in condition(status, "Ready")["message"]
+    assert status["residency"]["clippedRegions"] == ["us-east-1"]
+    assert status["residency"]["namespaceRegions"] == ["eu-west-1"]
+    assert required_terms(api, namespace) == []
+
+
+def pod_events(api: k8s_client.ApiClient, namespace: str, name: str) -> list[k8s_client.CoreV1Event]:
+    listed = k8s_client.CoreV1Api(api).list_namespaced_event(
+        namespace, field_selector=f"involvedObject.kind=Pod,involvedObject.name={name}").items
+    return [event for event in listed if event.reason == "ResidencyViolation"]
+
+
+def test_every_pod_of_an_enforced_namespace_is_audited_not_only_clinicalslo_targets(
+        api: k8s_client.ApiClient, operator: Operator, namespaces: Namespaces) -> None:
+    # Created before the namespace enforces residency (so admission does not refuse them), bound
+    # to a node outside its regions directly (spec.nodeName bypasses the scheduler).
+    namespace = namespaces(regions="eu-west-1,eu-central-1")
+    core = k8s_client.CoreV1Api(api)
+    for name, labels in (("lab-report-7", {}), ("cache", {DATA_CLASS: "none"}), ("ehr-db-0", {DATA_CLASS: "pii"})):
+        core.create_namespaced_pod(namespace, {
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
+            "spec": {"nodeName": "kwok-us-east-1a" if name != "ehr-db-0" else "kwok-eu-west-1a",
+                     "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]}})
+    wait_until("the pods running", lambda: all(
+        core.read_namespaced_pod(name, namespace).status.phase == "Running" for name in ("lab-report-7", "cache")))
+    assert operator.metric("healthscale_residency_violations", namespace=namespace) is None, "not enforced yet"
+    core.patch_namespace(namespace, {"metadata": {"labels": {"healthscale.io/residency": "enforced"}}})
+
+    wait_until("the audit's count", lambda: operator.metric(
+        "healthscale_residency_violations", namespace=namespace, data_class="phi") == 1, timeout=AUDIT_SECONDS * 6)
+    assert operator.metric("healthscale_residency_violations", namespace=namespace, data_class="pii") == 0
+    (event,) = wait_until("a Warning Event on the pod", lambda: pod_events(api, namespace, "lab-report-7"),
+                          timeout=AUDIT_SECONDS * 6)
+    assert event.type == "Warning" and event.source.component == "healthscale"
+    assert event.message == ("this phi pod runs on node kwok-us-east-1a, in region us-east-1, outside the regions "
+                             f"namespace {namespace} allows: eu-west-1, eu-central-1 (annotation "
+                             f"healthscale.io/allowed-regions of namespace {namespace})")
+    assert pod_events(api, namespace, "cache") == [], "data-class none is exempt"
+    assert pod_events(api, namespace, "ehr-db-0") == [], "in an allowed region"
+    time.sleep(AUDIT_SECONDS * 2)
+    assert len(pod_events(api, namespace, "lab-report-7")) == 1, "posted once, not every pass"
+    log = operator.log.read_text()
+    assert f"namespace {namespace} has 1 phi pod(s) outside eu-west-1, eu-central-1" in log
+    assert "lab-report-7" not in log, "the log counts pods, it never names them"
 
 
 # -------------------------------------------------------------------------------------- evict mode

@@ -291,10 +291,12 @@ def test_the_reference_policies_do_not_peek_either(slo_spec: clinicalslo.Clinica
     altered[cut:] *= 5.0
     original = replay.replay(synthetic_trace(values), slo_spec, None, WARMUP_DAYS)
     changed = replay.replay(synthetic_trace(altered), slo_spec, None, WARMUP_DAYS)
-    # The budget-matched HPA picks its headroom after the fact, from healthscale's replica-hours over the whole
-    # replay, by design; every other policy decides from the past alone.
-    deciding = [name for name in original.runs if not name.startswith(replay.MATCHED_HPA_PREFIX)]
-    assert deciding == ["healthscale", "reactive HPA", "schedule only", "Holt-Winters (Predictive HPA)"]
+    # The budget-matched HPA and heuristic pick their headroom after the fact, from healthscale's replica-hours
+    # over the whole replay, by design; every other policy decides from the past alone.
+    matched = (replay.MATCHED_HPA_PREFIX, replay.MATCHED_HEURISTIC_PREFIX)
+    deciding = [name for name in original.runs if not name.startswith(matched)]
+    assert deciding == ["healthscale", "reactive HPA", "three-line heuristic", "schedule only",
+                        "Holt-Winters (Predictive HPA)"]
     for name in deciding:
         np.testing.assert_array_equal(changed.runs[name].desired[:31], original.runs[name].desired[:31], err_msg=name)
 

@@ -3,7 +3,7 @@ on the way down (no forecast, fast burn, stabilisation, step limit).
 
 The policy is 10 demand units per replica, 2..20 replicas, 120 s startup, 10% headroom, p90, a 600 s
 stabilisation window and at most 25% down per cycle; the cycle is 5 minutes, so the planner looks
-7 minutes ahead. Forecasts are built directly as ``forecasting.Forecast`` values with flat arrays, so
+7 minutes ahead. Forecasts are built directly as ``base.Forecast`` values with flat arrays, so
 every expected replica count is simple arithmetic written out in the test.
 """
 
@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from healthscale.api import clinicalslo, manifests
-from healthscale.domain import calendar, forecasting, planning, series
+from healthscale.domain import calendar, planning, series
+from healthscale.domain.forecast import base
 
 NOW = 1767261600
 """2026-01-01T10:00:00Z."""
@@ -35,14 +36,14 @@ POLICY = planning.Policy(
     cycle_seconds=STEP,
 )
 
-NO_FORECAST = forecasting.NoForecast("StaleData", "the newest demand sample is 7h old (more than 6h)")
+NO_FORECAST = base.NoForecast("StaleData", "the newest demand sample is 7h old (more than 6h)")
 
 
-def flat_forecast(point: float, p90: float, start: int = NOW, steps: int = 24, model: str = "harmonic") -> forecasting.Forecast:
+def flat_forecast(point: float, p90: float, start: int = NOW, steps: int = 24, model: str = "harmonic") -> base.Forecast:
     """A forecast of ``point`` (the median) with ``p90`` as its 0.9 quantile at every interval."""
     median = np.full(steps, float(point))
     upper = np.full(steps, float(p90))
-    return forecasting.Forecast(model, start, STEP, median, {0.5: median, 0.9: upper, 0.95: upper * 1.1})
+    return base.Forecast(model, start, STEP, median, {0.5: median, 0.9: upper, 0.95: upper * 1.1})
 
 
 def surge_window(name: str = "morning-rounds", *, multiplier: float = 1.0, min_replicas: int | None = None,
@@ -53,7 +54,7 @@ def surge_window(name: str = "morning-rounds", *, multiplier: float = 1.0, min_r
 
 
 def inputs(current_replicas: int = 2, current_demand: float | None = None,
-           forecast: forecasting.Outcome = NO_FORECAST, surges: tuple[calendar.Window, ...] = (),
+           forecast: base.Outcome = NO_FORECAST, surges: tuple[calendar.Window, ...] = (),
            fast_burn: bool = False) -> planning.Inputs:
     return planning.Inputs(NOW, current_replicas, current_demand, forecast, surges, fast_burn)
 
@@ -173,7 +174,7 @@ def test_a_surge_lead_time_brings_it_forward() -> None:
 def test_the_forecast_peak_is_taken_over_the_lookahead_only() -> None:
     # 100 now, 300 from 10 minutes on: the 7 minute lookahead does not reach the rise.
     point = np.array([100.0, 100.0, 300.0, 300.0])
-    forecast = forecasting.Forecast("harmonic", NOW, STEP, point, {0.5: point, 0.9: point})
+    forecast = base.Forecast("harmonic", NOW, STEP, point, {0.5: point, 0.9: point})
     decision, _ = planning.plan(POLICY, inputs(forecast=forecast))
     assert decision.desired_replicas == 11
     assert decision.forecast_peak == pytest.approx(110.0)
@@ -256,7 +257,7 @@ def test_a_fast_burn_holds_scale_down() -> None:
     ],
 )
 def test_a_fast_burn_adds_a_quarter_to_the_margin(
-    current_demand: float, forecast: forecasting.Outcome, desired: int, fragments: tuple[str, ...]
+    current_demand: float, forecast: base.Outcome, desired: int, fragments: tuple[str, ...]
 ) -> None:
     decision, _ = planning.plan(POLICY, inputs(current_replicas=2, current_demand=current_demand,
                                                forecast=forecast, fast_burn=True))

@@ -5,7 +5,7 @@
 - the plan is monotone non-decreasing in current demand and in the forecast level, all else equal;
 - a scale-down never removes more than the step limit allows in one cycle.
 
-Forecasts are real ``forecasting.Forecast`` values (flat arrays, an upper band at or above the median).
+Forecasts are real ``base.Forecast`` values (flat arrays, an upper band at or above the median).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import warnings
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from healthscale.domain import calendar, forecasting, planning, series
+from healthscale.domain import calendar, planning, series
+from healthscale.domain.forecast import base, choice
 
 # Hypothesis reports a failing example through hypothesis.extra._patching, which imports libcst, which
 # imports mypy_extensions.TypedDict and so raises a DeprecationWarning. Under filterwarnings=error that
@@ -61,22 +62,22 @@ class Shape:
     spread: float
     model: str
 
-    def at(self, level: float) -> forecasting.Forecast:
+    def at(self, level: float) -> base.Forecast:
         point = level * np.asarray(self.relative)
         quantiles = {0.5: point, 0.8: point * (1 + self.spread / 2), 0.9: point * (1 + self.spread),
                      0.95: point * (1 + 1.5 * self.spread)}
-        return forecasting.Forecast(self.model, NOW, STEP, point, quantiles)
+        return base.Forecast(self.model, NOW, STEP, point, quantiles)
 
 
 shapes = st.builds(
     Shape,
     relative=st.lists(st.floats(0.0, 2.0), min_size=1, max_size=12).map(tuple),
     spread=st.floats(0.0, 1.0),
-    model=st.sampled_from(list(forecasting.AUTO_CANDIDATES)),
+    model=st.sampled_from(list(choice.AUTO_CANDIDATES)),
 )
 
 no_forecasts = st.builds(
-    forecasting.NoForecast,
+    base.NoForecast,
     code=st.sampled_from(["NoData", "InsufficientHistory", "StaleData", "FitFailed"]),
     reason=st.just("generated"),
 )
@@ -106,7 +107,7 @@ demands = st.none() | st.floats(0.0, 20000.0)
 levels = st.floats(0.0, 20000.0)
 
 
-def plan(policy: planning.Policy, current: int, demand: float | None, outcome: forecasting.Outcome,
+def plan(policy: planning.Policy, current: int, demand: float | None, outcome: base.Outcome,
          surges: tuple[calendar.Window, ...], memory: planning.Memory, fast_burn: bool = False) -> planning.Decision:
     decision, _ = planning.plan(policy, planning.Inputs(NOW, current, demand, outcome, surges, fast_burn), memory)
     return decision
@@ -116,7 +117,7 @@ def plan(policy: planning.Policy, current: int, demand: float | None, outcome: f
 @given(policy=policies(), data=st.data(), demand=demands, outcome=no_forecasts | st.builds(Shape.at, shapes, levels),
        surges=surge_lists(), memory=memories, fast_burn=st.booleans())
 def test_the_plan_stays_within_min_and_max_replicas(
-    policy: planning.Policy, data: st.DataObject, demand: float | None, outcome: forecasting.Outcome,
+    policy: planning.Policy, data: st.DataObject, demand: float | None, outcome: base.Outcome,
     surges: tuple[calendar.Window, ...], memory: planning.Memory, fast_burn: bool,
 ) -> None:
     current = data.draw(st.integers(policy.min_replicas, policy.max_replicas), label="current")
@@ -129,7 +130,7 @@ def test_the_plan_stays_within_min_and_max_replicas(
 @given(policy=policies(), data=st.data(), demand=demands, outcome=no_forecasts, surges=surge_lists(), memory=memories,
        fast_burn=st.booleans())
 def test_without_a_forecast_the_plan_never_goes_below_current(
-    policy: planning.Policy, data: st.DataObject, demand: float | None, outcome: forecasting.NoForecast,
+    policy: planning.Policy, data: st.DataObject, demand: float | None, outcome: base.NoForecast,
     surges: tuple[calendar.Window, ...], memory: planning.Memory, fast_burn: bool,
 ) -> None:
     # Any current replicas up to the maximum (above it, the maximum itself is the bound).
@@ -156,7 +157,7 @@ def test_during_a_fast_burn_the_plan_never_goes_below_current(
        outcome=no_forecasts | st.builds(Shape.at, shapes, levels), surges=surge_lists(), memory=memories,
        fast_burn=st.booleans())
 def test_more_current_demand_never_plans_fewer_replicas(
-    policy: planning.Policy, data: st.DataObject, demands: tuple[float, float], outcome: forecasting.Outcome,
+    policy: planning.Policy, data: st.DataObject, demands: tuple[float, float], outcome: base.Outcome,
     surges: tuple[calendar.Window, ...], memory: planning.Memory, fast_burn: bool,
 ) -> None:
     current = data.draw(st.integers(0, policy.max_replicas + 5), label="current")
@@ -201,7 +202,7 @@ def test_a_scale_down_removes_at_most_the_step_limit(
 @given(policy=policies(), data=st.data(), demand=demands, outcome=no_forecasts | st.builds(Shape.at, shapes, levels),
        surges=surge_lists(), memory=memories, fast_burn=st.booleans())
 def test_the_named_reason_is_the_largest_proposal(
-    policy: planning.Policy, data: st.DataObject, demand: float | None, outcome: forecasting.Outcome,
+    policy: planning.Policy, data: st.DataObject, demand: float | None, outcome: base.Outcome,
     surges: tuple[calendar.Window, ...], memory: planning.Memory, fast_burn: bool,
 ) -> None:
     current = data.draw(st.integers(0, policy.max_replicas), label="current")

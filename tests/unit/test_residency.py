@@ -1,11 +1,11 @@
-"""Data residency without a cluster: the pure rules, the service with a fake cluster, the webhook's parts.
+"""Data residency without a cluster: the pure rules and the service with a fake cluster.
 
 - ``merge``: the region requirement is ANDed into every required term, nothing else moves (table
   and hypothesis: existing terms survive, every term gains the requirement, merging is idempotent);
 - ``check``: which scheduling constraints keep a pod in its regions, and the message when not;
 - ``audit`` and ``shortfall``: where pods run, and what the scheduler could not place;
 - the service: enforce before scaling, never write in Preview, evict only when replacements are safe;
-- admission: opt-in, regions from the namespace or the default, the configuration the API server gets.
+- the run command's residency settings and the residency metrics (admission: test_admission*.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import Any
 
 import prometheus_client
 import pytest
-from cryptography import x509
 from hypothesis import assume, given, settings, strategies as st
 
 from healthscale import cli
@@ -25,7 +24,6 @@ from healthscale.adapters import kube, placement
 from healthscale.api import clinicalslo
 from healthscale.domain import residency
 from healthscale.runtime import metrics
-from healthscale.runtime import residency as runtime_residency
 from healthscale.service import residency as service
 
 # See test_planning_properties.py: import hypothesis' patching module once with its warning silenced.
@@ -328,6 +326,8 @@ class FakeCluster:
     blocked: set[str] = dataclasses.field(default_factory=set)
     writes: list[dict[str, Any] | None] = dataclasses.field(default_factory=list)
     evictions: list[str] = dataclasses.field(default_factory=list)
+    namespace_labels: dict[str, str] = dataclasses.field(default_factory=dict)
+    namespace_annotations: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def read_template(self, namespace: str, kind: str, name: str) -> placement.Template:
         spec = {"affinity": copy.deepcopy(self.affinity)} if self.affinity else {}
@@ -356,6 +356,9 @@ class FakeCluster:
         self.evictions.append(pod)
         return "evicted"
 
+    def namespace_metadata(self, name: str) -> tuple[dict[str, str], dict[str, str]]:
+        return dict(self.namespace_labels), dict(self.namespace_annotations)
+
 
 def slo(slo_document: dict[str, Any], mode: str = "Active", regions: list[str] | None = None) -> clinicalslo.ClinicalSLO:
     document = copy.deepcopy(slo_document)
@@ -380,10 +383,12 @@ def test_an_active_slo_writes_the_merged_requirement_once_and_reports_compliance
     assert cluster.writes == [{"nodeSelectorTerms": [{"matchExpressions": [ARCH, EU.requirement()]}]}]
     assert cluster.owned == EU
     assert conditions(outcome) == {"ResidencyCompliant": ("True", "PodsInAllowedRegions"),
-                                   "ResidencyCapacityShortfall": ("False", "NoPendingReplicas")}
+                                   "ResidencyCapacityShortfall": ("False", "NoPendingReplicas"),
+                                   "RegionLabelTrusted": ("False", "KubeletSettableLabel")}
     assert [event.reason for event in outcome.events] == ["ResidencyEnforced"]
     assert outcome.status == clinicalslo.ResidencyStatus(compliant=True, label=LABEL, regions=("eu-west-1", "eu-central-1"),
-                                                         enforced=True, violations=(), shortfall=None, evicted=())
+                                                         enforced=True, violations=(), shortfall=None, evicted=(),
+                                                         label_trusted=False)
     again = service.run(resource, NOW + 60, cluster, service.Settings(),
                         clinicalslo.ClinicalSLOStatus(conditions=outcome.conditions))
     assert len(cluster.writes) == 1, "an enforced template is not written again"
@@ -412,9 +417,10 @@ def test_violations_are_reported_with_pod_node_and_region_and_raise_an_event(slo
     outcome = service.run(slo(slo_document, regions=["eu-west-1"]), NOW, cluster, service.Settings(), NO_STATUS)
     assert outcome.report() == [{"pod": "p1", "node": "kwok-us-east-1a", "region": "us-east-1"}]
     assert conditions(outcome)["ResidencyCompliant"] == ("False", "PodsOutsideRegions")
-    assert "p1 on kwok-us-east-1a (us-east-1)" in outcome.conditions[0].message
+    assert "1 on kwok-us-east-1a (us-east-1)" in outcome.conditions[0].message
     warning = next(event for event in outcome.events if event.reason == "ResidencyViolation")
-    assert warning.type == "Warning" and "p1" in warning.message
+    assert warning.type == "Warning" and "kwok-us-east-1a (us-east-1)" in warning.message
+    assert "p1" not in warning.message and "p1" not in outcome.conditions[0].message, "pod names stay in status"
     assert cluster.evictions == [], "eviction is opt-in"
 
 
@@ -456,63 +462,7 @@ def test_dropping_residency_from_the_slo_removes_only_what_healthscale_added(slo
     assert outcome.status is None and outcome.conditions == ()
 
 
-# ------------------------------------------------------------------------------------ admission
-
-PHI_POD = {"metadata": {"name": "chart-0", "labels": {service.DATA_CLASS_LABEL: "phi"}}, "spec": {}}
-OPTED_IN = {service.OPT_IN_LABEL: service.OPT_IN_VALUE}
-EU_ANNOTATION = {service.ALLOWED_REGIONS_ANNOTATION: "eu-west-1,eu-central-1"}
-
-
-def pod_with(spec: dict[str, Any], data_class: str = "phi") -> dict[str, Any]:
-    return {"metadata": {"name": "chart-0", "labels": {service.DATA_CLASS_LABEL: data_class}}, "spec": spec}
-
-
-@pytest.mark.parametrize(
-    ("pod", "old", "labels", "annotations", "defaults", "allowed", "says"),
-    [
-        pytest.param(PHI_POD, None, OPTED_IN, EU_ANNOTATION, (), False,
-                     "pod chart-0 holds phi data and namespace ehr allows only eu-west-1, eu-central-1: it has neither",
-                     id="a patient-data pod without constraints is refused with what is missing"),
-        pytest.param(pod_with({"nodeSelector": {LABEL: "eu-central-1"}}), None, OPTED_IN, EU_ANNOTATION, (), True, "",
-                     id="a patient-data pod pinned to an allowed region is admitted"),
-        pytest.param(pod_with({}, "none"), None, OPTED_IN, EU_ANNOTATION, (), True, "not labelled as patient data",
-                     id="a pod labelled data-class none is not patient data"),
-        pytest.param(PHI_POD, None, {}, EU_ANNOTATION, (), True, "does not enforce",
-                     id="a namespace that did not opt in is not checked"),
-        pytest.param(pod_with({"nodeSelector": {LABEL: "eu-west-1"}}), None, OPTED_IN, {}, ("eu-west-1",), True, "",
-                     id="without the annotation the operator's default regions apply"),
-        pytest.param(PHI_POD, None, OPTED_IN, {}, (), False, "no allowed regions are set",
-                     id="an opted-in namespace without regions admits no patient data"),
-        pytest.param(pod_with({"nodeSelector": {LABEL: "us-east-1"}}), pod_with({"nodeSelector": {LABEL: "us-east-1"}}),
-                     OPTED_IN, EU_ANNOTATION, (), True, "unchanged",
-                     id="an update that keeps the constraints is left to the audit"),
-    ],
-)
-def test_admission_checks_patient_data_pods_in_opted_in_namespaces(
-        pod: dict[str, Any], old: dict[str, Any] | None, labels: dict[str, str], annotations: dict[str, str],
-        defaults: tuple[str, ...], allowed: bool, says: str) -> None:
-    verdict = service.admit(pod, old, "ehr", labels, annotations, service.Settings(default_regions=defaults))
-    assert verdict.allowed is allowed
-    assert says in verdict.message
-
-
-def test_the_webhook_configuration_fails_closed_for_opted_in_namespaces_and_labelled_pods_only() -> None:
-    body = service.webhook_configuration("healthscale-residency", "https://127.0.0.1:9443/residency", "Q0E=")
-    (webhook,) = body["webhooks"]
-    assert webhook["failurePolicy"] == "Fail"
-    assert webhook["namespaceSelector"] == {"matchLabels": {"healthscale.io/residency": "enforced"}}
-    assert webhook["objectSelector"] == {"matchExpressions": [{"key": "healthscale.io/data-class", "operator": "Exists"}]}
-    assert webhook["rules"][0]["resources"] == ["pods"] and webhook["rules"][0]["operations"] == ["CREATE", "UPDATE"]
-    assert webhook["clientConfig"] == {"url": "https://127.0.0.1:9443/residency", "caBundle": "Q0E="}
-
-
-def test_the_self_signed_certificate_names_the_loopback_address_and_serves_tls() -> None:
-    certificate, key = runtime_residency.WebhookServer.build_certificate(["127.0.0.1", "0.0.0.0", "localhost"])
-    parsed = x509.load_pem_x509_certificate(certificate)
-    names = parsed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
-    assert names.get_values_for_type(x509.DNSName) == ["localhost"]
-    assert key.startswith(b"-----BEGIN PRIVATE KEY-----")
+# ------------------------------------------------------------------------ settings and metrics
 
 
 def test_the_run_command_takes_the_residency_settings() -> None:
@@ -532,8 +482,8 @@ def test_residency_metrics_follow_the_outcome_and_are_forgotten(slo_document: di
     outcome = service.run(slo(slo_document, regions=["eu-west-1", "ap-south-1"]), NOW, cluster, service.Settings(), NO_STATUS)
     metrics.record_residency("ehr", "metrics-test", outcome)
     registry = prometheus_client.REGISTRY
-    assert registry.get_sample_value("healthscale_residency_violations", {"namespace": "ehr", "clinicalslo": "metrics-test"}) == 1
+    assert registry.get_sample_value("healthscale_residency_target_violations", {"namespace": "ehr", "clinicalslo": "metrics-test"}) == 1
     assert registry.get_sample_value("healthscale_residency_shortfall_replicas",
                                      {"namespace": "ehr", "clinicalslo": "metrics-test", "region": "ap-south-1"}) == 1
     metrics.forget("ehr", "metrics-test")
-    assert registry.get_sample_value("healthscale_residency_violations", {"namespace": "ehr", "clinicalslo": "metrics-test"}) is None
+    assert registry.get_sample_value("healthscale_residency_target_violations", {"namespace": "ehr", "clinicalslo": "metrics-test"}) is None

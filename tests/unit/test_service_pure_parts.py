@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from healthscale.api import surgeschedule
-from healthscale.domain import forecasting, history, series
+from healthscale.domain import history, series
+from healthscale.domain.forecast import base
 from healthscale.service import cycle
 
 NOW = 1_780_000_200  # 2026-05-28T20:30:00Z, a Thursday
@@ -36,7 +37,7 @@ def test_a_condition_moves_its_transition_time_when_its_status_flips() -> None:
 )
 def test_above_band_compares_with_the_forecast_made_for_that_interval(demand: float | None, expected: bool) -> None:
     memory = cycle.Memory()
-    memory.last_forecast = forecasting.Forecast(
+    memory.last_forecast = base.Forecast(
         model="harmonic", start=NOW - 300, step=300, point=np.array([100.0, 100.0]),
         quantiles={0.5: np.array([100.0, 100.0]), 0.9: np.array([120.0, 120.0])})
     assert cycle._above_band(memory, NOW + 300, demand, 0.9) is expected

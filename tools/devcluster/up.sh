@@ -373,7 +373,10 @@ wait_for kube-scheduler "kube-scheduler /healthz" \
 wait_for kwok "kwok /healthz" curl -fsS --max-time 2 "http://127.0.0.1:${KWOK_PORT}/healthz"
 
 # ------------------------------------------------------------------ nodes
-# Two nodes per region, one per zone. Large allocatable so that scale tests
+# Two nodes per region, one per zone. The region is in two labels: the well-known
+# topology.kubernetes.io/region, which a kubelet may set on its own Node, and the admin-only
+# node-restriction.kubernetes.io/region, which NodeRestriction forbids kubelets to set
+# (healthscale's --region-label can read either; tests/integration/test_node_restriction.py). Large allocatable so that scale tests
 # never run out of room. capacity/allocatable/nodeInfo are part of the create
 # (as a kubelet registers them); kwok's node-initialize stage adds the rest.
 K8S_VERSION="$("${BIN}/kube-apiserver" --version | awk '{print $2}')"
@@ -398,6 +401,7 @@ metadata:
     node.kubernetes.io/instance-type: kwok.fake
     topology.kubernetes.io/region: ${region}
     topology.kubernetes.io/zone: ${region}${zone}
+    node-restriction.kubernetes.io/region: ${region}
 status:
   capacity: {cpu: "64", memory: 256Gi, pods: "500", ephemeral-storage: 1Ti}
   allocatable: {cpu: "64", memory: 256Gi, pods: "500", ephemeral-storage: 1Ti}

@@ -67,7 +67,7 @@ which one is active, which Kopf does through a peering object (ClusterKopfPeerin
 whole cluster, a KopfPeering in each watched namespace otherwise). Returns "true" or "".
 */}}
 {{- define "healthscale.peering.enabled" -}}
-{{- if or (gt (int .Values.replicaCount) 1) .Values.peering.enabled }}true{{ end }}
+{{- if or (gt (int .Values.replicaCount) 1) .Values.peering.enabled (include "healthscale.webhook.enabled" .) }}true{{ end }}
 {{- end }}
 
 {{- define "healthscale.peering.name" -}}
@@ -80,10 +80,25 @@ whole cluster, a KopfPeering in each watched namespace otherwise). Returns "true
 {{- end }}
 
 {{/*
-The ValidatingWebhookConfiguration the operator fills in. Its name is fixed in the operator
-(healthscale.runtime.residency.CONFIGURATION_NAME), so one cluster runs one residency webhook.
+The residency webhook: "true" or "". webhook.enabled auto follows residency.enabled.
 */}}
-{{- define "healthscale.webhook.configurationName" -}}healthscale-residency{{- end }}
+{{- define "healthscale.webhook.enabled" -}}
+{{- $enabled := .Values.webhook.enabled }}
+{{- if eq (toString $enabled) "auto" }}{{ $enabled = .Values.residency.enabled }}{{ end }}
+{{- if $enabled }}true{{ end }}
+{{- end }}
+
+{{/*
+The ValidatingWebhookConfiguration the operator fills in (--webhook-configuration): one per
+release, healthscale-residency for a release called healthscale.
+*/}}
+{{- define "healthscale.webhook.configurationName" -}}
+{{- printf "%s-residency" (include "healthscale.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "healthscale.webhook.secretName" -}}
+{{- default (printf "%s-webhook-cert" (include "healthscale.fullname" .)) .Values.webhook.certificate.secretName }}
+{{- end }}
 
 {{- define "healthscale.webhook.serviceName" -}}
 {{- printf "%s-webhook" (include "healthscale.fullname" .) }}

@@ -6,11 +6,20 @@ framework). tests/chart/test_rbac_least_privilege.py derives the same set from t
 
 {{- /* Wherever ClinicalSLOs are served: each watched namespace, or the whole cluster. */ -}}
 {{- define "healthscale.rbac.servingRules" -}}
-# The operator: read the target workload; residency writes the region requirement into its pod
-# template (a strategic-merge patch of one field).
+{{- $residency := .Values.residency.enabled }}
+{{- $deletionCost := .Values.podDeletionCost.enabled -}}
+# The operator: read the target workload.
 - apiGroups: [apps]
   resources: [deployments, statefulsets]
-  verbs: [get, patch]
+  verbs: [get]
+{{- if $residency }}
+# The operator (residency.enabled): write the region requirement into the target's pod template
+# (a strategic-merge patch of its required node affinity). Only residency patches a workload
+# itself; scaling goes through the scale subresource below.
+- apiGroups: [apps]
+  resources: [deployments, statefulsets]
+  verbs: [patch]
+{{- end }}
 # The operator: scale the workload through the scale subresource.
 - apiGroups: [apps]
   resources: [deployments/scale, statefulsets/scale]
@@ -19,12 +28,20 @@ framework). tests/chart/test_rbac_least_privilege.py derives the same set from t
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [list, patch]
-# The operator: list the workload's pods (residency audit, scale-down order) and set their
-# pod-deletion-cost before a scale-down.
+{{- if or $residency $deletionCost }}
+# The operator: list pods ({{ if $residency }}residency.enabled: the audit of targets and of every pod in enforced
+# namespaces{{ end }}{{ if and $residency $deletionCost }}; {{ end }}{{ if $deletionCost }}podDeletionCost.enabled: the pods a scale-down costs{{ end }}).
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list, patch]
-{{- if .Values.residency.evict }}
+  verbs: [list]
+{{- end }}
+{{- if $deletionCost }}
+# The operator (podDeletionCost.enabled): set each pod's pod-deletion-cost before a scale-down.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [patch]
+{{- end }}
+{{- if and $residency .Values.residency.evict }}
 # The operator (residency.evict): evict pods running outside their allowed regions. The Eviction
 # API honours PodDisruptionBudgets.
 - apiGroups: [""]
@@ -39,25 +56,33 @@ framework). tests/chart/test_rbac_least_privilege.py derives the same set from t
 - apiGroups: [healthscale.io]
   resources: [clinicalslos/status, surgeschedules/status]
   verbs: [patch]
-# Kopf: post Events (ScaledUp, ResidencyViolation, ...) on the ClinicalSLOs.
+# Kopf and the operator: post Events (ScaledUp, ... on ClinicalSLOs; ResidencyViolation on pods).
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
 {{- end }}
 
-{{- /* Cluster-scoped objects, needed in every mode. */ -}}
+{{- /* Cluster-scoped objects, by feature. */ -}}
 {{- define "healthscale.rbac.clusterRules" -}}
-# The operator: residency audits which region each pod's node is in (node labels).
+{{- if .Values.residency.enabled -}}
+# The operator (residency.enabled): which region each pod's node is in (node labels), and which
+# namespaces enforce residency (label selector) and allow which regions (annotations).
 - apiGroups: [""]
   resources: [nodes]
-  verbs: [{{ if .Values.webhook.enabled }}get, {{ end }}list]
-{{- if .Values.webhook.enabled }}
-# The operator's admission webhook: read the pod's namespace (opt-in label, allowed regions).
+  verbs: [list]
 - apiGroups: [""]
   resources: [namespaces]
-  verbs: [get]
+  verbs: [get, list]
+{{- end }}
+{{- if include "healthscale.webhook.enabled" . }}
+# The operator's admission webhook: keep every node's labels (its region) and every namespace's
+# labels and annotations (opt-in, allowed regions, default data class) in watch-fed caches, so
+# that it answers without calling the API server.
+- apiGroups: [""]
+  resources: [nodes, namespaces]
+  verbs: [list, watch]
 # The operator's admission webhook: fill in its ValidatingWebhookConfiguration (created empty by
-# this chart, so that the operator needs no right to create webhook configurations).
+# this chart, so that the operator needs no right to create webhook configurations), and only it.
 - apiGroups: [admissionregistration.k8s.io]
   resources: [validatingwebhookconfigurations]
   resourceNames: [{{ include "healthscale.webhook.configurationName" . | quote }}]

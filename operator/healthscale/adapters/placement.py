@@ -115,14 +115,6 @@ class Placement:
             return {str(item["metadata"]["name"]): dict(item["metadata"].get("labels") or {})
                     for item in listed.get("items") or [] if item.get("metadata")}
 
-    def node_labels(self, name: str) -> dict[str, str] | None:
-        try:
-            node = self._api.json(f"read node {name}", self._core.read_node, name)
-        except ports.NotFound:
-            return None
-        with kube.errors(f"read node {name}"):
-            return dict((node.get("metadata") or {}).get("labels") or {})
-
     def namespace_metadata(self, name: str) -> tuple[dict[str, str], dict[str, str]]:
         """A namespace's labels and annotations."""
         found = self._api.json(f"read namespace {name}", self._core.read_namespace, name)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import zoneinfo
 from typing import Annotated, ClassVar, Literal
 
+import holidays
 import pydantic
 
 from healthscale.api import common, durations
@@ -50,7 +52,17 @@ class ForecastModel(enum.StrEnum):
     AUTO = "auto"
     HARMONIC = "harmonic"
     SEASONAL_NAIVE = "seasonal-naive"
+    MSTL = "mstl"
     HOLT_WINTERS = "holt-winters"
+
+
+class HolidayEffect(enum.StrEnum):
+    """How a public holiday is forecast."""
+
+    LEARNED = "Learned"
+    """Its own day type: a Sunday plus a level learned from the holidays in the history."""
+    SUNDAY = "Sunday"
+    """Exactly like a Sunday."""
 
 
 class DataClass(enum.StrEnum):
@@ -69,6 +81,36 @@ def validate_timezone(name: str) -> str:
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as error:
         raise ValueError(f"{name!r} is not an IANA time zone such as Europe/London or America/Chicago") from error
     return name
+
+
+class HolidayRegion(common.Model):
+    """Whose public holidays demand follows: a country and optionally one of its subdivisions."""
+
+    country: str = pydantic.Field(min_length=2, max_length=3)
+    """ISO 3166-1 alpha-2 country code as the holidays package knows it, e.g. US, GB, DE."""
+    subdivision: str | None = pydantic.Field(default=None, min_length=1, max_length=32)
+    """State, province or nation code within the country, e.g. IA (Iowa) or ENG (England)."""
+
+    @pydantic.field_validator("country")
+    @classmethod
+    def _known_country(cls, country: str) -> str:
+        if country not in _holiday_countries():
+            raise ValueError(f"{country!r} is not a country code the holidays package knows (e.g. US, GB, DE)")
+        return country
+
+    @pydantic.model_validator(mode="after")
+    def _known_subdivision(self) -> HolidayRegion:
+        known = _holiday_countries().get(self.country, [])
+        if self.subdivision is not None and self.subdivision not in known:
+            listed = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "") if known else "none"
+            raise ValueError(f"subdivision {self.subdivision!r} is not one of {self.country}'s: {listed}")
+        return self
+
+
+@functools.cache
+def _holiday_countries() -> dict[str, list[str]]:
+    """Country code -> its subdivision codes, as the holidays package knows them."""
+    return holidays.list_supported_countries(include_aliases=False)
 
 
 class TargetRef(common.Model):
@@ -168,11 +210,16 @@ class Forecast(common.Model):
     horizon: Annotated[durations.Duration, durations.Bounds(dt.timedelta(0), dt.timedelta(days=7))] = dt.timedelta(hours=2)
     """How far ahead to forecast, e.g. 2h; at most 7d."""
     model: ForecastModel = ForecastModel.AUTO
-    """auto, harmonic, seasonal-naive or holt-winters."""
+    """auto, harmonic, seasonal-naive, mstl or holt-winters."""
     quantile: float | None = pydantic.Field(default=None, ge=0.5, le=0.999, allow_inf_nan=False)
     """Forecast quantile to provision for; unset means the criticality's default."""
     timezone: str = pydantic.Field(default="UTC", max_length=64, pattern=TIMEZONE_PATTERN)
     """IANA time zone whose wall clock the daily and weekly cycles follow."""
+
+    holidays: tuple[HolidayRegion, ...] = pydantic.Field(default=(), max_length=8)
+    """Public holidays that change demand, e.g. [{country: US, subdivision: IA}]; none by default."""
+    holiday_effect: HolidayEffect = HolidayEffect.LEARNED
+    """Learned (a holiday is its own day type, learned from history and a Sunday until one is seen) or Sunday."""
 
     _validate_timezone = pydantic.field_validator("timezone")(validate_timezone)
 
@@ -336,6 +383,15 @@ class ResidencyStatus(common.Model):
     """Replicas pending for lack of room in the allowed regions."""
     evicted: tuple[str, ...] = ()
     """Pods evicted in the last cycle for running outside the allowed regions (evict mode)."""
+    namespace_regions: tuple[str, ...] | None = None
+    """The regions the namespace allows when it enforces residency (its healthscale.io/allowed-regions
+    annotation, else the operator's default, within the cluster-wide --allowed-regions); regions must
+    be among them. Unset when the namespace does not enforce residency."""
+    clipped_regions: tuple[str, ...] = ()
+    """Regions the namespace (or the default) lists that the cluster-wide --allowed-regions does not:
+    they are not allowed."""
+    label_trusted: bool | None = None
+    """False when kubelets can set the region label on their own Node (see RegionLabelTrusted)."""
 
 
 class ClinicalSLOStatus(common.Model):
@@ -346,7 +402,8 @@ class ClinicalSLOStatus(common.Model):
     observed_generation: int | None = None
     """The .metadata.generation the status describes."""
     conditions: tuple[common.Condition, ...] = ()
-    """Ready, MetricsAvailable, Forecasting, DemandAnomaly, ResidencyCompliant and ResidencyCapacityShortfall."""
+    """Ready, MetricsAvailable, Forecasting, DemandAnomaly, ResidencyCompliant, ResidencyCapacityShortfall
+    and RegionLabelTrusted."""
     current_demand: float | None = None
     """Latest observed demand."""
     forecast_peak: float | None = None

@@ -10,6 +10,8 @@ Every policy decides at the start of an interval and sees only the intervals bef
 - ``reactive HPA``: Kubernetes' documented algorithm (``ceil(demand / target)``, 10% tolerance)
   with the same headroom, and the ClinicalSLO's ``scaleDown`` as its ``behavior.scaleDown``;
   the replay also runs it with the headroom raised until it uses healthscale's replica-hours;
+- ``three-line heuristic`` (in ``references``): max(same slot yesterday, same slot last week, last
+  interval seen) x (1 + headroom), also run at healthscale's replica-hours;
 - ``schedule only``: KEDA-cron style floors from the SurgeSchedule, nothing else;
 - ``Holt-Winters``: the Predictive HPA: Holt-Winters (statsmodels) on the HPA's own replica
   history, taking the maximum of its prediction and the HPA's value;
@@ -24,7 +26,8 @@ from typing import Protocol
 
 import numpy as np
 
-from healthscale.domain import calendar, forecasting, planning, series
+from healthscale.domain import calendar, planning, series
+from healthscale.domain.forecast import base as forecast_base, choice, holt_winters
 
 HPA_TOLERANCE = 0.1
 """The HPA controller's default ``--horizontal-pod-autoscaler-tolerance``."""
@@ -117,14 +120,14 @@ class Engine:
 
     name = "healthscale"
 
-    def __init__(self, policy: planning.Policy, settings: forecasting.Settings,
+    def __init__(self, policy: planning.Policy, settings: forecast_base.Settings,
                  windows: list[calendar.Window]) -> None:
         self.policy = policy
         self.settings = settings
         self.windows = windows
         self._effective = np.array([series.to_epoch(window.effective_start) for window in windows], dtype=np.int64)
         self._ends = np.array([series.to_epoch(window.end) for window in windows], dtype=np.int64)
-        self._state: forecasting.State | None = None
+        self._state: choice.State | None = None
         self._memory = planning.Memory()
 
     def surges_near(self, now: int) -> list[calendar.Window]:
@@ -133,7 +136,7 @@ class Engine:
         return [self.windows[int(index)] for index in np.flatnonzero(mask)]
 
     def decide(self, context: Context) -> Choice:
-        outcome, self._state = forecasting.forecast(context.past(), context.now, self.settings, self._state)
+        outcome, self._state = choice.forecast(context.past(), context.now, self.settings, self._state)
         decision, self._memory = planning.plan(
             self.policy,
             planning.Inputs(
@@ -146,7 +149,7 @@ class Engine:
             self._memory,
         )
         point = upper = math.nan
-        if isinstance(outcome, forecasting.Forecast):
+        if isinstance(outcome, forecast_base.Forecast):
             point = float(outcome.point[0])
             upper = float(outcome.quantile(self.policy.quantile)[0])
         return Choice(
@@ -155,7 +158,7 @@ class Engine:
             surge=decision.surge or "",
             forecast=point,
             forecast_upper=upper,
-            model=outcome.model if isinstance(outcome, forecasting.Forecast) else f"none: {outcome.code}",
+            model=outcome.model if isinstance(outcome, forecast_base.Forecast) else f"none: {outcome.code}",
             note="; ".join(decision.guards),
         )
 
@@ -232,13 +235,13 @@ class PredictiveHPA:
         self.policy = policy
         self.hpa = ReactiveHPA(policy)
         self.step = step
-        self.settings = forecasting.Settings(
+        self.settings = forecast_base.Settings(
             history=history_seconds, step=step, horizon=max(step, policy.lookahead),
-            model=forecasting.HOLT_WINTERS, refit_every=series.DAY, validate=False,
+            model=holt_winters.NAME, refit_every=series.DAY, validate=False,
         )
         self._replica_history: list[float] = []
         self._start: int | None = None
-        self._state: forecasting.State | None = None
+        self._state: choice.State | None = None
 
     def decide(self, context: Context) -> Choice:
         base = self.hpa.decide(context)
@@ -250,8 +253,8 @@ class PredictiveHPA:
             self._replica_history.append(math.nan)
         self._replica_history.append(float(base.replicas))
         history = series.Series(self._start, self.step, np.asarray(self._replica_history[:-1]))
-        outcome, self._state = forecasting.forecast(history, context.now, self.settings, self._state)
-        if not isinstance(outcome, forecasting.Forecast):
+        outcome, self._state = choice.forecast(history, context.now, self.settings, self._state)
+        if not isinstance(outcome, forecast_base.Forecast):
             return Choice(base.replicas, "reactive", model=f"none: {outcome.code}")
         window = outcome.window(context.now + self.policy.startup_seconds, context.now + self.policy.lookahead)
         predicted = float(np.max(outcome.point[window])) if outcome.point[window].size else 0.0

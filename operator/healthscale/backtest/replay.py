@@ -4,6 +4,12 @@ The decision at the start of each interval sees only earlier intervals; what ser
 comes from the shared capacity model (``policies.Capacity``). Missing intervals are skipped:
 no decision, no demand, no replica-hours, but time still passes (pods finish starting).
 The first ``warmup`` of the trace is history only and is not scored.
+
+Every trace is scored at its own step (an hourly trace is replanned and scored hourly), and a
+scale-up's startup is counted time-weighted within the interval, whatever the step: what serves
+an interval is the average of ready replicas across it, so a replica asked for at the start of an
+hour with a 300 s startup serves (3600 - 300) / 3600 of that hour, and one whose startup outlasts
+the interval serves none of it and the right share of the next.
 """
 
 from __future__ import annotations
@@ -16,8 +22,9 @@ from collections.abc import Callable
 import numpy as np
 
 from healthscale.api import clinicalslo, surgeschedule
-from healthscale.backtest import policies, trace as trace_
-from healthscale.domain import calendar, forecasting, planning, series
+from healthscale.backtest import policies, references, trace as trace_
+from healthscale.domain import calendar, planning, series
+from healthscale.domain.forecast import base
 
 FloatArray = series.FloatArray
 ENGINE = policies.Engine.name
@@ -57,6 +64,14 @@ class Result:
     windows: list[calendar.Window]
     notes: tuple[str, ...]
 
+    def forecast_quantile(self) -> FloatArray:
+        """Per scored interval, the engine's forecast at ``policy.quantile`` (its criticality's quantile)
+        for that interval, made at the interval's start from earlier intervals; NaN without a forecast.
+
+        It is read from the engine's choices after the fact: exposing it changes no decision.
+        """
+        return np.array([choice.forecast_upper for choice in self.runs[ENGINE].choices], dtype=np.float64)
+
     def scores(self) -> list[Score]:
         step_hours = self.trace.step / 3600.0
         oracle_hours = float(self.oracle.sum()) * step_hours
@@ -75,7 +90,7 @@ class Result:
         return rows
 
 
-def engine_policy(slo: clinicalslo.ClinicalSLOSpec, step: int) -> tuple[planning.Policy, forecasting.Settings]:
+def engine_policy(slo: clinicalslo.ClinicalSLOSpec, step: int) -> tuple[planning.Policy, base.Settings]:
     """The planner and forecaster settings for a replay at the trace's own step."""
     policy = dataclasses.replace(planning.Policy.of(slo), cycle_seconds=step)
     # The trace's timestamps are its local wall clock, read as UTC throughout the replay.
@@ -116,12 +131,12 @@ def replay(
     if with_references:
         candidates += [
             policies.ReactiveHPA(policy),
+            references.ThreeLineHeuristic(policy),
             policies.ScheduleOnly(policy, windows),
             policies.PredictiveHPA(policy, step, settings.history),
         ]
     scored = np.flatnonzero(~np.isnan(values[first_scored:])) + first_scored
-    start_demand = _last_observed_before(values, first_scored)
-    initial = policies.oracle_replicas(policy, start_demand * (1 + policy.headroom))
+    initial = _initial_replicas(policy, values, first_scored)
     runs: dict[str, Run] = {}
     for candidate in candidates:
         runs[candidate.name] = _run(candidate, trace, scored, initial, policy.startup_seconds,
@@ -130,12 +145,31 @@ def replay(
     times = trace.series.start + scored.astype(np.int64) * step
     result = Result(trace, policy, times, values[scored], runs, oracle, windows, tuple(notes))
     if with_references:
-        matched = _matched_hpa(result, scored, initial)
+        # Each matched reference is listed right after the reference it is matched from.
+        matched = {
+            policies.ReactiveHPA.name: _matched(result, MATCHED_HPA_PREFIX, policies.ReactiveHPA, 0),
+            references.HEURISTIC: _matched(result, MATCHED_HEURISTIC_PREFIX, references.ThreeLineHeuristic,
+                                           references.LOWEST_HEURISTIC_HEADROOM),
+        }
         ordered = list(runs.items())
-        ordered.insert(2, (matched.name, matched))
         runs.clear()
-        runs.update(ordered)
+        for name, run in ordered:
+            runs[name] = run
+            if name in matched:
+                runs[matched[name].name] = matched[name]
     return result
+
+
+def _initial_replicas(policy: planning.Policy, values: FloatArray, first_scored: int) -> int:
+    """What runs when scoring starts: the last observed demand's replicas, with headroom."""
+    return policies.oracle_replicas(policy, _last_observed_before(values, first_scored) * (1 + policy.headroom))
+
+
+def rerun(result: Result, candidate: policies.Policy) -> Run:
+    """Replay one more policy over ``result``'s scored intervals, from the same starting replicas."""
+    positions = (result.times - result.trace.series.start) // result.trace.step
+    initial = _initial_replicas(result.policy, result.trace.series.values, int(positions[0]))
+    return _run(candidate, result.trace, positions, initial, result.policy.startup_seconds, None)
 
 
 def _run(candidate: policies.Policy, trace: trace_.Trace, scored: np.ndarray, initial: int, startup: int,
@@ -159,34 +193,27 @@ def _run(candidate: policies.Policy, trace: trace_.Trace, scored: np.ndarray, in
 
 
 MATCHED_HPA_PREFIX = "reactive HPA, same replica-hours"
+MATCHED_HEURISTIC_PREFIX = f"{references.HEURISTIC}, same replica-hours"
 
 
-def _matched_hpa(result: Result, scored: np.ndarray, initial: int) -> Run:
-    """The reactive HPA given at least healthscale's replica-hours, by raising its headroom.
+def _matched(result: Result, prefix: str, reference: Callable[[planning.Policy], policies.Policy], lowest: int) -> Run:
+    """A reference given at least healthscale's replica-hours, by changing its headroom.
 
-    This is the like-for-like comparison: what reactive scaling achieves with the same budget.
-    Replica-hours grow with the HPA's headroom (not strictly, through rounding and tolerance), so
-    a bisection finds the least headroom, to 1%, whose replica-hours reach healthscale's.
+    This is the like-for-like comparison: what the reference achieves with the same budget.
+    ``references.least_headroom`` finds the least headroom above ``lowest``, to 1%, whose
+    replica-hours reach healthscale's (the HPA's is raised from 0; the heuristic's may go below 0).
     """
     budget = float(result.runs[ENGINE].ready.sum())
+    tried: dict[int, Run] = {}
 
-    def attempt(headroom_percent: int) -> Run:
-        policy = dataclasses.replace(result.policy, headroom=headroom_percent / 100.0)
-        return _run(policies.ReactiveHPA(policy), result.trace, scored, initial, policy.startup_seconds, None)
+    def enough(headroom_percent: int) -> bool:
+        if headroom_percent not in tried:
+            policy = dataclasses.replace(result.policy, headroom=headroom_percent / 100.0)
+            tried[headroom_percent] = rerun(result, reference(policy))
+        return float(tried[headroom_percent].ready.sum()) >= budget
 
-    low, high = 0, 100
-    best = attempt(high)
-    while float(best.ready.sum()) < budget and high < 1600:
-        low, high = high, high * 2
-        best = attempt(high)
-    while high - low > 1:
-        middle = (low + high) // 2
-        run = attempt(middle)
-        if float(run.ready.sum()) >= budget:
-            high, best = middle, run
-        else:
-            low = middle
-    return dataclasses.replace(best, name=f"{MATCHED_HPA_PREFIX} (headroom {high}%)")
+    headroom = references.least_headroom(enough, lowest)
+    return dataclasses.replace(tried[headroom], name=f"{prefix} (headroom {headroom}%)")
 
 
 def _last_observed_before(values: FloatArray, position: int) -> float:

@@ -1,4 +1,4 @@
-"""Backtest output: the plan CSV, the comparison table and the PNG timeline."""
+"""Backtest output: the plan CSV, the comparison table, the forecast's calibration and the PNG timeline."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pathlib
 
 import numpy as np
 
-from healthscale.backtest import replay
+from healthscale.backtest import calibration as calibration_, replay
 
 ENGINE = "healthscale"
 HPA = "reactive HPA"
@@ -74,6 +74,11 @@ def reasons(result: replay.Result) -> str:
         counts[choice.reason] = counts.get(choice.reason, 0) + 1
     total = sum(counts.values()) or 1
     return ", ".join(f"{reason} {100 * count / total:.0f}%" for reason, count in sorted(counts.items(), key=lambda item: -item[1]))
+
+
+def calibration(result: replay.Result) -> calibration_.Calibration:
+    """How often demand exceeded the engine's forecast at its quantile, against the nominal share."""
+    return calibration_.calibration(result.demand, result.forecast_quantile(), result.policy.quantile)
 
 
 def plot(result: replay.Result, path: pathlib.Path, days: float = 7.0) -> None:

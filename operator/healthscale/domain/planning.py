@@ -27,7 +27,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from healthscale.api import clinicalslo
-from healthscale.domain import calendar, forecasting, series
+from healthscale.domain import calendar, series
+from healthscale.domain.forecast import base, holidays
 
 QUANTILE_BY_CRITICALITY = {
     clinicalslo.Criticality.STANDARD: 0.8,
@@ -99,17 +100,19 @@ class Policy:
         return int(math.ceil(needed)) if needed < REPLICA_CEILING else REPLICA_CEILING
 
 
-def forecast_settings(spec: clinicalslo.ClinicalSLOSpec, policy: Policy) -> forecasting.Settings:
+def forecast_settings(spec: clinicalslo.ClinicalSLOSpec, policy: Policy) -> base.Settings:
     """How to forecast for ``policy``: at its cycle's step, far enough ahead for its lookahead,
     and carrying its quantile."""
     step = policy.cycle_seconds
-    return forecasting.Settings(
+    return base.Settings(
         history=int(spec.forecast.history.total_seconds()),
         step=step,
         horizon=max(int(spec.forecast.horizon.total_seconds()), step, policy.lookahead),
         model=str(spec.forecast.model),
         timezone=spec.forecast.timezone,
         extra_level=policy.quantile,
+        holidays=tuple(holidays.Region(region.country, region.subdivision) for region in spec.forecast.holidays),
+        holiday_effect=str(spec.forecast.holiday_effect),
     )
 
 
@@ -120,13 +123,13 @@ class Inputs:
     now: int
     current_replicas: int
     current_demand: float | None
-    forecast: forecasting.Outcome
+    forecast: base.Outcome
     surges: Sequence[calendar.Window] = ()
     fast_burn: bool = False
     demand_anomaly: bool = False
     """Demand has stayed above the forecast's band: lean on current demand, with headroom."""
-    stale: forecasting.NoForecast | None = None
-    """Why the newest demand is too old to remove capacity on (``forecasting.staleness``)."""
+    stale: base.NoForecast | None = None
+    """Why the newest demand is too old to remove capacity on (``choice.staleness``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +160,7 @@ class Decision:
     quantile: float
     forecast_peak: float | None
     forecast_peak_time: int | None
-    no_forecast: forecasting.NoForecast | None
+    no_forecast: base.NoForecast | None
 
 
     def explanation(self) -> str:
@@ -235,7 +238,7 @@ def _proposals(policy: Policy, inputs: Inputs, headroom: float) -> tuple[list[Pr
     peak: float | None = None
     peak_time: int | None = None
     forecast = inputs.forecast
-    if isinstance(forecast, forecasting.Forecast):
+    if isinstance(forecast, base.Forecast):
         # Headroom and the quantile guard against the same risk, demand above the expected, so
         # they do not stack: headroom is the least margin over the point forecast, and the
         # quantile asks for more where the series' own errors say so. A fast burn adds on top.
@@ -261,7 +264,7 @@ def _proposals(policy: Policy, inputs: Inputs, headroom: float) -> tuple[list[Pr
                     ))
     proposals += schedule_floors(policy, inputs.surges, inputs.now)
     for window in _in_effect(policy, inputs.surges, inputs.now):
-        if window.multiplier > 1.0 and not isinstance(forecast, forecasting.Forecast) and inputs.current_demand is not None:
+        if window.multiplier > 1.0 and not isinstance(forecast, base.Forecast) and inputs.current_demand is not None:
             # Without a forecast the multiplier applies to the demand seen now.
             demand = inputs.current_demand * window.multiplier
             proposals.append(Proposal(Signal.SCHEDULE, policy.replicas_for(demand, headroom), demand,
@@ -292,7 +295,7 @@ def plan(policy: Policy, inputs: Inputs, memory: Memory = Memory()) -> tuple[Dec
         recommended = policy.max_replicas
     current = inputs.current_replicas
     desired = recommended
-    no_forecast = inputs.forecast if isinstance(inputs.forecast, forecasting.NoForecast) else None
+    no_forecast = inputs.forecast if isinstance(inputs.forecast, base.NoForecast) else None
     if desired < current:
         ceiling = min(current, policy.max_replicas)
         if no_forecast is not None:

@@ -14,6 +14,15 @@ API returns them):
 - ``audit``: which running pods are on nodes outside the allowed regions (or unlabelled ones).
 - ``shortfall``: how many replicas the scheduler cannot place inside the allowed regions, and where.
 
+And the policy bounds around them:
+
+- ``allowed_regions``: what a namespace allows (its own list, else the operator's default), clipped
+  to the cluster-wide allow-list; ``outside`` says which requested regions that leaves out;
+- ``kubelet_settable``: whether a kubelet may set a node label on its own Node under the
+  NodeRestriction admission plugin (then the label proves nothing about where a node is);
+- ``data_class`` and ``audit_namespace``: every patient-data pod of a namespace (unlabelled pods
+  count as the namespace's default class), not only a ClinicalSLO's, checked against its regions.
+
 No cluster, no clock: callers pass the objects they read and get decisions back.
 """
 
@@ -22,7 +31,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from healthscale.api import clinicalslo
@@ -258,6 +267,9 @@ class Pod:
     """PodScheduled=False with reason Unschedulable: the scheduler found no node."""
     scheduler_message: str = ""
     terminating: bool = False
+    data_class: str | None = None
+    """The pod's ``healthscale.io/data-class`` label; None when it has none."""
+    uid: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,6 +280,9 @@ class Violation:
     node: str
     region: str
     """The node's region, or ``unlabelled``."""
+    data_class: str = ""
+    """The pod's data class as the namespace audit counts it (empty in a ClinicalSLO's audit)."""
+    uid: str = ""
 
     def wire(self) -> dict[str, str]:
         return {"pod": self.pod, "node": self.node, "region": self.region}
@@ -279,14 +294,55 @@ def audit(pods: Sequence[Pod], nodes: Mapping[str, Mapping[str, str]], policy: P
     Finished pods (Succeeded, Failed) hold no data any more and are left out. A node that is
     gone counts as unlabelled: nothing proves where the pod ran.
     """
+    return _outside_regions(pods, nodes, policy.label, policy.regions, lambda pod: "")
+
+
+def _outside_regions(pods: Sequence[Pod], nodes: Mapping[str, Mapping[str, str]], label: str,
+                     regions: Sequence[str], classify: Callable[[Pod], str]) -> tuple[Violation, ...]:
     found = []
     for pod in pods:
         if not pod.node or pod.phase in ("Succeeded", "Failed"):
             continue
-        region = (nodes.get(pod.node) or {}).get(policy.label)
-        if region not in policy.regions:
-            found.append(Violation(pod.name, pod.node, region or UNLABELLED))
+        region = (nodes.get(pod.node) or {}).get(label)
+        if region not in regions:
+            found.append(Violation(pod.name, pod.node, region or UNLABELLED, classify(pod), pod.uid))
     return tuple(sorted(found, key=lambda item: item.pod))
+
+
+DATA_CLASSES = ("phi", "pii")
+"""The patient-data classes; ``none`` is not patient data."""
+NOT_PATIENT_DATA = "none"
+UNKNOWN_CLASS = "unknown"
+"""How the audit counts a data-class label it does not know: as patient data (fail closed), under
+this one name, so that label values a pod author writes never become metric labels."""
+
+
+def data_class(label: str | None, namespace_default: str | None) -> str:
+    """What a pod holds: its data-class label, else the namespace's default class, else ``phi``.
+
+    Only the pod's own explicit ``none`` is not patient data. A namespace default can pick a patient
+    class but never ``none``: an exemption for every unlabelled pod would reopen the label bypass, so
+    it counts as ``phi``, as does an unknown default. An unknown value on the pod is ``unknown``
+    (patient data).
+    """
+    if label is None or not label.strip():
+        default = (namespace_default or "").strip()
+        return default if default in DATA_CLASSES else DATA_CLASSES[0]
+    value = label.strip()
+    return value if value in (*DATA_CLASSES, NOT_PATIENT_DATA) else UNKNOWN_CLASS
+
+
+def audit_namespace(pods: Sequence[Pod], nodes: Mapping[str, Mapping[str, str]], label: str,
+                    regions: Sequence[str], namespace_default: str | None = None) -> tuple[Violation, ...]:
+    """Every patient-data pod of a namespace bound to a node outside ``regions`` (sorted by pod).
+
+    Unlike ``audit``, every pod counts, ClinicalSLO target or not: pods without the data-class label
+    are the namespace's default class, and only ``none`` is left out. With no regions at all, every
+    running patient-data pod is outside them. Each violation carries the pod's data class.
+    """
+    patient = [pod for pod in pods if data_class(pod.data_class, namespace_default) != NOT_PATIENT_DATA]
+    return _outside_regions(patient, nodes, label, regions,
+                            lambda pod: data_class(pod.data_class, namespace_default))
 
 
 # ------------------------------------------------------------------------------------ shortfall
@@ -333,3 +389,79 @@ def shortfall(pods: Sequence[Pod], nodes: Mapping[str, Mapping[str, str]], polic
         regions_without_nodes=tuple(region for region in policy.regions if region not in present),
         scheduler_message=message,
     )
+
+
+# ------------------------------------------------------------------------------ allowed regions
+
+
+@dataclasses.dataclass(frozen=True)
+class Allowed:
+    """The regions a namespace allows, bounded by the cluster-wide allow-list."""
+
+    regions: tuple[str, ...]
+    source: str
+    """``namespace`` (its own list), ``default`` (the operator's default) or ``none`` (neither is set)."""
+    clipped: tuple[str, ...] = ()
+    """Regions the namespace or the default listed that the cluster-wide allow-list does not have."""
+
+
+def allowed_regions(namespace: Sequence[str], default: Sequence[str], cluster: Sequence[str]) -> Allowed:
+    """The namespace's own regions, else the default, within ``cluster`` (empty: no cluster bound).
+
+    A region outside the cluster-wide list is dropped (``clipped``), never allowed: the namespace
+    annotation is written by whoever administers the namespace, the allow-list by whoever runs the
+    operator. Listed order is kept, duplicates go.
+    """
+    listed = tuple(dict.fromkeys(region for region in namespace if region))
+    source = "namespace"
+    if not listed:
+        listed, source = tuple(dict.fromkeys(region for region in default if region)), "default"
+    if not listed:
+        return Allowed((), "none")
+    if not cluster:
+        return Allowed(listed, source)
+    bounds = set(cluster)
+    return Allowed(tuple(region for region in listed if region in bounds), source,
+                   tuple(region for region in listed if region not in bounds))
+
+
+def outside(requested: Sequence[str], allowed: Sequence[str]) -> tuple[str, ...]:
+    """The requested regions that are not allowed, in the requested order."""
+    permitted = set(allowed)
+    return tuple(dict.fromkeys(region for region in requested if region not in permitted))
+
+
+# ---------------------------------------------------------------------------- trusted labels
+
+NODE_RESTRICTION_DOMAIN = "node-restriction.kubernetes.io"
+"""Labels under this domain (or a subdomain) are never settable by kubelets (NodeRestriction)."""
+KUBELET_LABELS = frozenset({
+    "kubernetes.io/hostname", "kubernetes.io/os", "kubernetes.io/arch",
+    "topology.kubernetes.io/zone", "topology.kubernetes.io/region", "node.kubernetes.io/instance-type",
+    "failure-domain.beta.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/region",
+    "beta.kubernetes.io/instance-type", "beta.kubernetes.io/os", "beta.kubernetes.io/arch",
+})
+"""The kubernetes.io labels a kubelet may set on its own Node (k8s.io/kubelet/pkg/apis, kubeletLabels)."""
+KUBELET_DOMAINS = ("kubelet.kubernetes.io", "node.kubernetes.io")
+"""Label domains a kubelet may set on its own Node (kubeletLabelNamespaces)."""
+KUBERNETES_DOMAINS = ("kubernetes.io", "k8s.io")
+
+
+def _in_domain(prefix: str, domain: str) -> bool:
+    return prefix == domain or prefix.endswith("." + domain)
+
+
+def kubelet_settable(label: str) -> bool:
+    """May a kubelet set ``label`` on its own Node object when NodeRestriction is on?
+
+    The admission plugin's rule (plugin/pkg/admission/noderestriction, getForbiddenLabels): labels
+    under node-restriction.kubernetes.io are forbidden; labels under kubernetes.io or k8s.io are
+    forbidden unless kubelets are meant to set them (the list above, topology.kubernetes.io/region
+    among them); every other label (any custom domain, or none) is allowed.
+    """
+    prefix = label.split("/", 1)[0] if "/" in label else ""
+    if _in_domain(prefix, NODE_RESTRICTION_DOMAIN):
+        return False
+    if any(_in_domain(prefix, domain) for domain in KUBERNETES_DOMAINS):
+        return label in KUBELET_LABELS or any(_in_domain(prefix, domain) for domain in KUBELET_DOMAINS)
+    return True

@@ -279,8 +279,8 @@ def schedule_changed(body: kopf.Body, namespace: str | None, memo: Any, patch: k
     patch.status.update(fresh.model_dump(mode="json", by_alias=True))
 
 
-def make_runtime(prometheus_url: str, auth: prometheus.Auth, dry_run: bool) -> Runtime:
+def make_runtime(prometheus_url: str, auth: prometheus.Auth, dry_run: bool, deletion_cost: bool = True) -> Runtime:
     kube.load_config()
     workloads = kube.Workloads()
-    return Runtime(cycle.Ports(prometheus.Client(prometheus_url, auth), workloads, kube.ClinicalSLOs()), workloads,
-                   dry_run=dry_run)
+    return Runtime(cycle.Ports(prometheus.Client(prometheus_url, auth), workloads, kube.ClinicalSLOs(),
+                               deletion_cost=deletion_cost), workloads, dry_run=dry_run)

@@ -1,14 +1,16 @@
 """The operator's own Prometheus metrics: what it decided for each ClinicalSLO, and how fast.
 
 Labels are namespace and ClinicalSLO name only, never anything from the workload's data; the
-residency metrics add the allowed region (configuration) and the admission result.
+residency metrics add the allowed region (configuration), the admission result and, for the
+namespace audit, the data class (phi, pii or unknown: never a value a pod author wrote). No metric
+is labelled with a pod name.
 """
 
 from __future__ import annotations
 
 import prometheus_client
 
-from healthscale.service import cycle
+from healthscale.service import audit, cycle
 from healthscale.service import residency
 
 _LABELS = ("namespace", "clinicalslo")
@@ -81,8 +83,16 @@ def forget(namespace: str, name: str) -> None:
 
 
 # Data residency. Region labels are the policy's own values (configuration), never workload data.
-RESIDENCY_VIOLATIONS = prometheus_client.Gauge(
-    "healthscale_residency_violations", "Pods running on nodes outside the allowed regions (or unlabelled)", _LABELS)
+TARGET_VIOLATIONS = prometheus_client.Gauge(
+    "healthscale_residency_target_violations",
+    "A ClinicalSLO target's pods running on nodes outside its allowed regions (or unlabelled)", _LABELS)
+NAMESPACE_VIOLATIONS = prometheus_client.Gauge(
+    "healthscale_residency_violations",
+    "Patient-data pods of a namespace enforcing residency that run outside its allowed regions (or on "
+    "unlabelled nodes), by data class; every pod counts, ClinicalSLO target or not (the namespace audit)",
+    ("namespace", "data_class"))
+AUDIT_RUNS = prometheus_client.Counter(
+    "healthscale_residency_audits", "Passes of the namespace residency audit (on the active replica)")
 RESIDENCY_COMPLIANT = prometheus_client.Gauge(
     "healthscale_residency_compliant", "1 when the template requires the allowed regions and every pod runs there",
     _LABELS)
@@ -92,8 +102,15 @@ SHORTFALL_REPLICAS = prometheus_client.Gauge(
 EVICTIONS = prometheus_client.Counter(
     "healthscale_residency_evictions", "Pods evicted for running outside the allowed regions", _LABELS)
 ADMISSIONS = prometheus_client.Counter(
-    "healthscale_residency_admissions", "Admission decisions on patient-data pods in opted-in namespaces",
+    "healthscale_residency_admissions", "Admission decisions on pods in enforced namespaces (allowed, denied, error)",
     ("namespace", "result"))
+ADMISSION_SECONDS = prometheus_client.Histogram(
+    "healthscale_admission_duration_seconds",
+    "Time the webhook took to answer one AdmissionReview, from its request read to its answer written",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+WEBHOOK_CERTIFICATE_EXPIRY = prometheus_client.Gauge(
+    "healthscale_webhook_certificate_expiry_timestamp_seconds",
+    "When the certificate this replica's webhook serves expires (Unix time); renewed at two thirds of its life")
 _SHORTFALL_REGIONS: dict[tuple[str, str], set[str]] = {}
 
 
@@ -101,7 +118,7 @@ def record_residency(namespace: str, name: str, outcome: residency.Outcome) -> N
     if outcome.status is None:
         forget_residency(namespace, name)
         return
-    RESIDENCY_VIOLATIONS.labels(namespace, name).set(len(outcome.violations))
+    TARGET_VIOLATIONS.labels(namespace, name).set(len(outcome.violations))
     RESIDENCY_COMPLIANT.labels(namespace, name).set(1.0 if outcome.status.compliant else 0.0)
     regions = set(outcome.status.regions)
     short = outcome.shortfall
@@ -117,7 +134,7 @@ def record_residency(namespace: str, name: str, outcome: residency.Outcome) -> N
 
 
 def forget_residency(namespace: str, name: str) -> None:
-    for metric in (RESIDENCY_VIOLATIONS, RESIDENCY_COMPLIANT, EVICTIONS):
+    for metric in (TARGET_VIOLATIONS, RESIDENCY_COMPLIANT, EVICTIONS):
         try:
             metric.remove(namespace, name)
         except KeyError:
@@ -127,3 +144,25 @@ def forget_residency(namespace: str, name: str) -> None:
             SHORTFALL_REPLICAS.remove(namespace, name, region)
         except KeyError:
             pass
+
+
+_AUDITED: set[tuple[str, str]] = set()
+
+
+def record_audit(report: audit.Report | None) -> None:
+    """The namespace audit's counts; None (this replica is not the active one) clears them, so that
+    only the replica that audits exports them."""
+    current: set[tuple[str, str]] = set()
+    if report is not None:
+        AUDIT_RUNS.inc()
+        for item in report.namespaces:
+            for data_class, count in item.counts().items():
+                NAMESPACE_VIOLATIONS.labels(item.namespace, data_class).set(count)
+                current.add((item.namespace, data_class))
+    for gone in _AUDITED - current:
+        try:
+            NAMESPACE_VIOLATIONS.remove(*gone)
+        except KeyError:
+            pass
+    _AUDITED.clear()
+    _AUDITED.update(current)

@@ -14,7 +14,8 @@ import kopf
 import prometheus_client
 
 from healthscale.adapters import prometheus
-from healthscale.runtime import handlers, residency, sweeper  # sweeper: registers its start-up handler
+from healthscale.runtime import audit, handlers, residency, sweeper  # sweeper: registers its start-up handler
+from healthscale.runtime import webhook
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +33,8 @@ class Options:
     log_format: str = "plain"
     verbose: bool = False
     residency: residency.Config = residency.Config()
+    webhook: webhook.Config = webhook.Config()
+    pod_deletion_cost: bool = True
 
 
 def _tune_malloc() -> None:
@@ -79,21 +82,34 @@ def run(options: Options) -> int:
         options.prometheus_url,
         prometheus.Auth(options.bearer_token, options.ca_file, options.insecure_skip_verify),
         options.dry_run,
+        options.pod_deletion_cost,
     )
-    residency_runtime = residency.make_runtime(options.residency)  # registers the webhook when a port is set
+    residency_runtime = residency.make_runtime(options.residency)
+    # Admission in its own thread, before Kopf: every replica serves it, whatever peering decides.
+    admission = webhook.start(options.webhook, options.residency.settings())
+    # Kopf keeps only the highest-priority peer active and pauses all peers that tie, so each
+    # replica needs its own priority; a random one makes an arbitrary replica the active one. The
+    # residency audit knows from it whether this replica is the active one.
+    priority = options.peering_priority if options.peering_priority is not None else random.randint(1, 2**30)
+    if options.residency.enabled:
+        residency.warn_if_untrusted(options.residency)
+        audit.register(audit.Config(options.residency.settings(), options.residency.audit_seconds,
+                                    options.namespaces, options.peering, priority))
     _tune_malloc()
     if options.metrics_port:
         prometheus_client.start_http_server(options.metrics_port)
-    kopf.run(
-        clusterwide=not options.namespaces,
-        namespaces=options.namespaces,
-        standalone=options.peering is None,
-        peering_name=options.peering,
-        # Kopf keeps only the highest-priority peer active and pauses all peers that tie, so each
-        # replica needs its own priority; a random one makes an arbitrary replica the active one.
-        priority=options.peering_priority if options.peering_priority is not None else random.randint(1, 2**30),
-        liveness_endpoint=f"http://0.0.0.0:{options.health_port}/healthz" if options.health_port else None,
-        memo=kopf.Memo(runtime=runtime, residency=residency_runtime,
-                       sweeper=sweeper.Config(namespaces=options.namespaces)),
-    )
+    try:
+        kopf.run(
+            clusterwide=not options.namespaces,
+            namespaces=options.namespaces,
+            standalone=options.peering is None,
+            peering_name=options.peering,
+            priority=priority,
+            liveness_endpoint=f"http://0.0.0.0:{options.health_port}/healthz" if options.health_port else None,
+            memo=kopf.Memo(runtime=runtime, residency=residency_runtime,
+                           sweeper=sweeper.Config(namespaces=options.namespaces)),
+        )
+    finally:
+        if admission is not None:
+            admission.stop()
     return 0

@@ -31,7 +31,8 @@ import numpy as np
 
 from healthscale import ports
 from healthscale.api import clinicalslo, common, surgeschedule
-from healthscale.domain import calendar, forecasting, history, planning, series, slo
+from healthscale.domain import calendar, history, planning, series, slo
+from healthscale.domain.forecast import base, choice
 from healthscale.service import events as events_
 from healthscale.service import history as history_reader
 from healthscale.service import restore
@@ -57,9 +58,9 @@ class Memory:
     """What one ClinicalSLO's cycles keep between them (in the operator's memory)."""
 
     history: history.HistoryCache | None = None
-    forecast_state: forecasting.State | None = None
+    forecast_state: choice.State | None = None
     planner: planning.Memory = dataclasses.field(default_factory=planning.Memory)
-    last_forecast: forecasting.Forecast | None = None
+    last_forecast: base.Forecast | None = None
     above_band: int = 0
     last_cycle: int | None = None
     burn_values: dict[str, tuple[int, float | None]] = dataclasses.field(default_factory=dict)
@@ -75,6 +76,9 @@ class Ports:
     records: ports.Records
     clock: Callable[[], float] = time.monotonic
     """Seconds, for the cycle's time budget only (decisions use the ``now`` they are given)."""
+    deletion_cost: bool = True
+    """Set pod-deletion-cost from indicators.podLoad before a scale-down (off: podLoad is ignored
+    and pods are never patched; the operator's --no-pod-deletion-cost)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,20 +189,20 @@ def _above_band(memory: Memory, now: int, demand: float | None, quantile: float)
 class Observation:
     """What the metrics said this cycle: every failure is a value with its reason."""
 
-    outcome: forecasting.Outcome
+    outcome: base.Outcome
     current_demand: float | None
-    stale: forecasting.NoForecast | None
+    stale: base.NoForecast | None
     anomaly: bool
     burn: slo.Report | None
     conditions: tuple[common.Condition, ...]
     events: tuple[Event, ...]
 
 
-def _non_finite(values: np.ndarray) -> forecasting.NoForecast | None:
+def _non_finite(values: np.ndarray) -> base.NoForecast | None:
     count = int(np.count_nonzero(np.isinf(values)))
     if not count:
         return None
-    return forecasting.NoForecast("NonFiniteSample", f"indicators.demand returned {count} infinite sample(s) "
+    return base.NoForecast("NonFiniteSample", f"indicators.demand returned {count} infinite sample(s) "
                                                      "(a division by zero?); fix the query")
 
 
@@ -214,10 +218,10 @@ def observe(resource: clinicalslo.ClinicalSLO, ports_: Ports, memory: Memory, no
     if memory.history is None or memory.history.query != spec.indicators.demand or memory.history.step != settings.step:
         memory.history = history.HistoryCache(spec.indicators.demand, settings.step)
         memory.forecast_state = None
-    outcome: forecasting.Outcome
+    outcome: base.Outcome
     current_demand: float | None = None
-    stale: forecasting.NoForecast | None = None
-    heavy = not memory.history.values.size or forecasting.needs_refit(memory.forecast_state, settings, now)
+    stale: base.NoForecast | None = None
+    heavy = not memory.history.values.size or choice.needs_refit(memory.forecast_state, settings, now)
     try:
         with FITS if heavy else contextlib.nullcontext():
             demand = history_reader.read(ports_.metrics, memory.history, now, settings.history)
@@ -225,11 +229,11 @@ def observe(resource: clinicalslo.ClinicalSLO, ports_: Ports, memory: Memory, no
             if bad is not None:
                 outcome = bad
             else:
-                outcome, memory.forecast_state = forecasting.forecast(demand, now, settings, memory.forecast_state)
+                outcome, memory.forecast_state = choice.forecast(demand, now, settings, memory.forecast_state)
         if bad is None:
-            stale = forecasting.staleness(demand, now)
+            stale = choice.staleness(demand, now)
             last = demand.last_observed()
-            if last is not None and stale is None and now - last[0] <= max(2 * settings.step, forecasting.FRESH_SECONDS):
+            if last is not None and stale is None and now - last[0] <= max(2 * settings.step, choice.FRESH_SECONDS):
                 current_demand = last[1]
         observed = int(np.count_nonzero(np.isfinite(demand.values)))
         if bad is not None:
@@ -243,15 +247,15 @@ def observe(resource: clinicalslo.ClinicalSLO, ports_: Ports, memory: Memory, no
             conditions.append(condition(previous, "MetricsAvailable", True, "DemandObserved",
                                         f"{observed} demand samples over {settings.history // 3600}h", generation, now))
     except ports.MetricsError as error:
-        outcome = forecasting.NoForecast(error.reason, str(error))
+        outcome = base.NoForecast(error.reason, str(error))
         conditions.append(condition(previous, "MetricsAvailable", False, error.reason, str(error), generation, now))
     except Exception as error:  # noqa: BLE001 - a forecasting bug must cost no floor; it is reported, not hidden
         log.exception("forecasting failed")
-        outcome = forecasting.NoForecast("ForecastFailed", f"{type(error).__name__}: {error}")
+        outcome = base.NoForecast("ForecastFailed", f"{type(error).__name__}: {error}")
         conditions.append(condition(previous, "MetricsAvailable", None, "ForecastFailed", outcome.reason,
                                     generation, now))
 
-    if isinstance(outcome, forecasting.Forecast):
+    if isinstance(outcome, base.Forecast):
         conditions.append(condition(previous, "Forecasting", True, "Forecast",
                                     f"{outcome.model} forecast over {settings.horizon // 60}m", generation, now))
     else:
@@ -267,7 +271,7 @@ def observe(resource: clinicalslo.ClinicalSLO, ports_: Ports, memory: Memory, no
     conditions.append(condition(previous, "DemandAnomaly", anomaly,
                                 "AboveForecastBand" if anomaly else "WithinForecastBand",
                                 f"demand above the forecast band for {memory.above_band} interval(s)", generation, now))
-    memory.last_forecast = outcome if isinstance(outcome, forecasting.Forecast) else None
+    memory.last_forecast = outcome if isinstance(outcome, base.Forecast) else None
 
     burn: slo.Report | None = None
     if ports_.clock() - started > BUDGET_SECONDS:
@@ -425,7 +429,8 @@ def run(resource: clinicalslo.ClinicalSLO, schedules: Sequence[surgeschedule.Sur
     if write_error is None:
         value = writer.target_value(key, target, decision.desired_replicas)
         try:
-            if value < key.current and target.hpa is None and spec.indicators.pod_load and active:
+            if value < key.current and target.hpa is None and spec.indicators.pod_load and active \
+                    and ports_.deletion_cost:
                 with contextlib.suppress(ports.MetricsError):  # no loads known: the ReplicaSet's own order
                     _protect_busy_pods(ports_, namespace, target, spec.indicators.pod_load)
             key = writer.write(key, value, decision.explanation())
@@ -470,8 +475,8 @@ def run(resource: clinicalslo.ClinicalSLO, schedules: Sequence[surgeschedule.Sur
         surge=decision.surge,
         explanation=decision.explanation(),
         next_surge=next_surge(schedules, now),
-        model=outcome.model if isinstance(outcome, forecasting.Forecast) else f"none ({outcome.code})",
-        forecast_error=outcome.error if isinstance(outcome, forecasting.Forecast) else None,
+        model=outcome.model if isinstance(outcome, base.Forecast) else f"none ({outcome.code})",
+        forecast_error=outcome.error if isinstance(outcome, base.Forecast) else None,
         error_budget_remaining=burn.budget_remaining if burn else None,
         burn_rates={name: rate for name, rate in burn.rates.items() if rate is not None} if burn else {},
         originals=writer.originals,

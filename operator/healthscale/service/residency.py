@@ -1,12 +1,19 @@
-"""Data residency for one ClinicalSLO, and the admission decision for one patient-data Pod.
+"""Data residency for one ClinicalSLO (the admission decision for one Pod is ``service.admission``).
 
 The service owns the order and the safety rules:
 
+- bound first: in a namespace that enforces residency, a ClinicalSLO may only ask for regions the
+  namespace allows (its annotation, else the operator's default, both clipped to the cluster-wide
+  allow-list); otherwise it is Ready=False, reason RegionsNotAllowed, and neither its template nor
+  its replicas are touched (a previous, narrower requirement stays; it is never widened);
+- say whether the region label can be trusted (RegionLabelTrusted): a label kubelets may set on
+  their own Node proves nothing about where the node is;
 - enforce *before* the cycle scales, so that new replicas are created from a template that
   already requires the allowed regions (Preview and dry runs compute, never write);
 - audit *after* it: where every pod of the target actually runs (labels can change after
   scheduling and node affinity is IgnoredDuringExecution), with the ResidencyCompliant condition,
-  a Warning Event and a report of pod, node and region;
+  a Warning Event counting the pods per node and region (never naming a pod: pod names can carry
+  patient identifiers) and ``status.residency.violations`` with pod, node and region;
 - report a ResidencyCapacityShortfall when replicas stay Pending inside the allowed regions; the
   requirement is never relaxed to make room;
 - in the opt-in evict mode, evict violating pods through the Eviction API (so PodDisruptionBudgets
@@ -17,26 +24,30 @@ It returns what the Kopf runtime writes: status fields and conditions, Events, t
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from healthscale import ports
 from healthscale.api import clinicalslo, common, surgeschedule
 from healthscale.domain import residency
-from healthscale.service import cycle
+from healthscale.service import cycle, events
 
 DATA_CLASS_LABEL = "healthscale.io/data-class"
-"""On a Pod: the kind of data it holds (phi, pii or none). The webhook checks labelled pods only."""
+"""On a Pod: the kind of data it holds (phi, pii or none). In an enforced namespace only ``none`` exempts a pod."""
 OPT_IN_LABEL = "healthscale.io/residency"
 OPT_IN_VALUE = "enforced"
 """A namespace labelled ``healthscale.io/residency=enforced`` has its patient-data pods checked."""
 ALLOWED_REGIONS_ANNOTATION = "healthscale.io/allowed-regions"
 """On a namespace: ``"eu-west-1,eu-central-1"``; else the operator's --default-allowed-regions."""
+DEFAULT_CLASS_ANNOTATION = "healthscale.io/default-data-class"
+"""On a namespace: the data class of pods without the data-class label (default ``phi``)."""
 WEBHOOK_NAME = "residency.healthscale.io"
-COMPLIANT, SHORTFALL = "ResidencyCompliant", "ResidencyCapacityShortfall"
+COMPLIANT, SHORTFALL, TRUSTED = "ResidencyCompliant", "ResidencyCapacityShortfall", "RegionLabelTrusted"
+NOT_ALLOWED = "RegionsNotAllowed"
 REPORTED_VIOLATIONS = 20
-"""A condition message lists at most this many violations; the status lists all of them."""
+"""A condition or Event message counts the violating pods on at most this many nodes; the status
+lists every pod."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +60,53 @@ class Settings:
     """Allowed regions for opted-in namespaces that do not annotate their own."""
     evict: bool = False
     """Evict pods found outside the allowed regions (respecting PodDisruptionBudgets)."""
+    allowed_regions: tuple[str, ...] = ()
+    """The cluster-wide allow-list (--allowed-regions): no namespace allows a region outside it.
+    Empty: no cluster-wide bound."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NamespacePolicy:
+    """What a namespace says about residency."""
+
+    enforced: bool
+    """Labelled ``healthscale.io/residency=enforced``."""
+    allowed: residency.Allowed
+    default_class: str | None = None
+    """Its ``healthscale.io/default-data-class`` annotation, if any."""
+
+
+def namespace_policy(labels: Mapping[str, str], annotations: Mapping[str, str], settings: Settings) -> NamespacePolicy:
+    """The namespace's opt-in, allowed regions (clipped to the cluster-wide list) and default class."""
+    allowed = residency.allowed_regions(residency.parse_regions(annotations.get(ALLOWED_REGIONS_ANNOTATION)),
+                                        settings.default_regions, settings.allowed_regions)
+    return NamespacePolicy(labels.get(OPT_IN_LABEL) == OPT_IN_VALUE, allowed,
+                           annotations.get(DEFAULT_CLASS_ANNOTATION))
+
+
+def describe_allowed(namespace: str, allowed: residency.Allowed) -> str:
+    """``eu-west-1, eu-central-1 (annotation healthscale.io/allowed-regions of namespace ehr)``."""
+    where = {"namespace": f"annotation {ALLOWED_REGIONS_ANNOTATION} of namespace {namespace}",
+             "default": "the operator's --default-allowed-regions",
+             "none": f"neither namespace {namespace}'s {ALLOWED_REGIONS_ANNOTATION} annotation nor "
+                     "--default-allowed-regions is set"}[allowed.source]
+    clipped = (f"; {', '.join(allowed.clipped)} dropped: not in the cluster-wide --allowed-regions"
+               if allowed.clipped else "")
+    regions = ", ".join(allowed.regions) if allowed.regions else "no region"
+    return f"{regions} ({where}{clipped})"
+
+
+def label_trust(label: str) -> tuple[bool, str]:
+    """Whether the region label can be trusted, and what to do when it cannot."""
+    if residency.kubelet_settable(label):
+        example = f"{residency.NODE_RESTRICTION_DOMAIN}/region"
+        return False, (f"kubelets can set {label} on their own Node, so a compromised or misconfigured node can "
+                       "label itself into an allowed region and attract patient data. Remedy: have your node "
+                       f"provisioning label nodes with an admin-only label under {residency.NODE_RESTRICTION_DOMAIN}/ "
+                       f"(e.g. {example}), keep the NodeRestriction admission plugin on, and run the operator with "
+                       f"--region-label={example} (chart value residency.regionLabel)")
+    return True, (f"{label} is a label kubelets cannot set on their own Node (NodeRestriction admission plugin): "
+                  "only whoever provisions nodes sets it")
 
 
 Client = ports.Placement
@@ -125,15 +183,34 @@ def enforce(resource: clinicalslo.ClinicalSLO, client: Client, settings: Setting
     raise AssertionError("unreachable: the second attempt returns or raises")
 
 
+def _where(violations: Sequence[residency.Violation]) -> str:
+    """``2 on kwok-us-east-1a (us-east-1), 1 on bare (unlabelled)``: by node, never by pod.
+
+    Pod names can carry identifiers (a per-patient Job's pods): they go to status only, never into
+    a message that becomes an Event or a log line.
+    """
+    counts = collections.Counter((item.node, item.region) for item in violations)
+    ordered = sorted(counts.items(), key=lambda entry: (-entry[1], entry[0]))
+    listed = ", ".join(f"{count} on {node} ({region})" for (node, region), count in ordered[:REPORTED_VIOLATIONS])
+    more = f" and {len(ordered) - REPORTED_VIOLATIONS} more node(s)" if len(ordered) > REPORTED_VIOLATIONS else ""
+    return f"{listed}{more}"
+
+
 def _violations_message(violations: Sequence[residency.Violation], policy: residency.Policy) -> str:
-    listed = ", ".join(f"{item.pod} on {item.node} ({item.region})" for item in violations[:REPORTED_VIOLATIONS])
-    more = f" and {len(violations) - REPORTED_VIOLATIONS} more" if len(violations) > REPORTED_VIOLATIONS else ""
-    return (f"{len(violations)} pod(s) run outside {', '.join(policy.regions)} "
-            f"(label {policy.label}): {listed}{more}")
+    return (f"{len(violations)} pod(s) run outside {', '.join(policy.regions)} (label {policy.label}): "
+            f"{_where(violations)}; status.residency.violations lists them")
+
+
+def trusted_condition(previous_conditions: Sequence[common.Condition], settings: Settings, generation: int | None,
+                      now: int) -> common.Condition:
+    trusted, message = label_trust(settings.region_label)
+    return cycle.condition(previous_conditions, TRUSTED, trusted, "AdminOnlyLabel" if trusted else "KubeletSettableLabel",
+                           message, generation, now)
 
 
 def observe(resource: clinicalslo.ClinicalSLO, enforcement: Enforcement, client: Client, settings: Settings,
-            previous_conditions: Sequence[common.Condition], now: int, write: bool) -> Outcome:
+            previous_conditions: Sequence[common.Condition], now: int, write: bool,
+            namespace_policy_: NamespacePolicy | None = None) -> Outcome:
     """Audit where the target's pods run, report any shortfall, and evict in evict mode."""
     policy = enforcement.policy
     events = list(enforcement.events)
@@ -154,20 +231,27 @@ def observe(resource: clinicalslo.ClinicalSLO, enforcement: Enforcement, client:
                                       "not evicting: the pod template does not yet keep replacements inside "
                                       f"{', '.join(policy.regions)}"))
         else:
+            blocked: list[residency.Violation] = []
+            moved: list[residency.Violation] = []
             for violation in violations:
                 if violation.pod in terminating:
                     continue
                 done = client.evict(namespace, violation.pod)
                 if done == "evicted":
                     evicted.append(violation.pod)
-                    events.append(cycle.Event("Normal", "ResidencyEvicted",
-                                              f"evicted {violation.pod} from {violation.node} ({violation.region}); "
-                                              f"its replacement must run in {', '.join(policy.regions)}"))
+                    moved.append(violation)
                 elif done == "blocked":
-                    events.append(cycle.Event("Warning", "ResidencyEvictionBlocked",
-                                              f"{violation.pod} on {violation.node} ({violation.region}) was not "
-                                              "evicted: its PodDisruptionBudget allows no disruption now; "
-                                              "retrying next cycle"))
+                    blocked.append(violation)
+            if moved:
+                events.append(cycle.Event("Normal", "ResidencyEvicted",
+                                          f"evicted {len(moved)} pod(s) running outside the allowed regions: "
+                                          f"{_where(moved)}; their replacements must run in "
+                                          f"{', '.join(policy.regions)} (status.residency.evicted names them)"))
+            if blocked:
+                events.append(cycle.Event("Warning", "ResidencyEvictionBlocked",
+                                          f"{len(blocked)} pod(s) outside the allowed regions were not evicted: "
+                                          f"{_where(blocked)}; their PodDisruptionBudget allows no disruption now; "
+                                          "retrying next cycle"))
 
     short = residency.shortfall(pods, nodes, policy)
     conditions = []
@@ -195,6 +279,9 @@ def observe(resource: clinicalslo.ClinicalSLO, enforcement: Enforcement, client:
         conditions.append(cycle.condition(previous_conditions, SHORTFALL, False, "NoPendingReplicas",
                                           "no replica is pending for lack of room in the allowed regions",
                                           generation, now))
+    trusted = trusted_condition(previous_conditions, settings, generation, now)
+    conditions.append(trusted)
+    enforced_namespace = namespace_policy_ is not None and namespace_policy_.enforced
     status = clinicalslo.ResidencyStatus(
         compliant=not violations and guaranteed,
         label=policy.label,
@@ -205,95 +292,103 @@ def observe(resource: clinicalslo.ClinicalSLO, enforcement: Enforcement, client:
         shortfall=clinicalslo.ResidencyShortfall(replicas=short.replicas, regions=short.regions,
                                                 regions_without_nodes=short.regions_without_nodes) if short else None,
         evicted=tuple(evicted),
+        namespace_regions=namespace_policy_.allowed.regions if namespace_policy_ and enforced_namespace else None,
+        clipped_regions=namespace_policy_.allowed.clipped if namespace_policy_ and enforced_namespace else (),
+        label_trusted=trusted.status == "True",
     )
     return Outcome(status, tuple(conditions), tuple(events), violations, short, tuple(evicted))
 
 
+def bound(resource: clinicalslo.ClinicalSLO, client: Client,
+          settings: Settings) -> tuple[NamespacePolicy | None, str | None]:
+    """The namespace's policy (read only when the ClinicalSLO names regions), and why its regions are
+    refused when the namespace enforces residency and does not allow them all (None: not refused)."""
+    spec = resource.spec
+    if spec.residency is None or not spec.residency.regions:
+        return None, None
+    namespace = resource.metadata.namespace or "default"
+    labels, annotations = client.namespace_metadata(namespace)
+    found = namespace_policy(labels, annotations, settings)
+    if not found.enforced:
+        return found, None
+    refused = residency.outside(spec.residency.regions, found.allowed.regions)
+    if not refused:
+        return found, None
+    return found, (f"spec.residency.regions lists {', '.join(refused)}, which namespace {namespace} does not allow; "
+                   f"it allows {describe_allowed(namespace, found.allowed)}. The pod template is not changed (a "
+                   "requirement written earlier stays as it was) and the workload is not scaled until "
+                   "spec.residency.regions names only allowed regions")
+
+
+def _refused(resource: clinicalslo.ClinicalSLO, settings: Settings, found: NamespacePolicy, message: str,
+             previous: clinicalslo.ClinicalSLOStatus, now: int) -> tuple[cycle.Result, Outcome]:
+    """A ClinicalSLO asking for regions its namespace does not allow: Ready=False, nothing written.
+
+    The Warning Event is posted once per generation (the condition's message says it every cycle).
+    """
+    generation = resource.metadata.generation
+    ready = cycle.condition(previous.conditions, "Ready", False, NOT_ALLOWED, message, generation, now)
+    trusted = trusted_condition(previous.conditions, settings, generation, now)
+    kept = tuple(item for item in previous.conditions if item.type not in ("Ready", TRUSTED))
+    first = not any(item.type == "Ready" and item.reason == NOT_ALLOWED and item.observed_generation == generation
+                    for item in previous.conditions)
+    spec_residency = resource.spec.residency
+    status = clinicalslo.ResidencyStatus(
+        compliant=False, label=settings.region_label, regions=spec_residency.regions if spec_residency else (),
+        enforced=None, namespace_regions=found.allowed.regions, clipped_regions=found.allowed.clipped,
+        label_trusted=trusted.status == "True")
+    updated = previous.model_copy(update={
+        "conditions": (ready, *kept, trusted), "observed_generation": generation, "residency": status,
+        "last_cycle_time": events.timestamp(now)})
+    raised = (cycle.Event("Warning", NOT_ALLOWED, message),) if first else ()
+    return cycle.Result(updated, raised, None, False), Outcome(status, (ready, trusted), raised)
+
+
 def run(resource: clinicalslo.ClinicalSLO, now: int, client: Client, settings: Settings,
         previous_status: clinicalslo.ClinicalSLOStatus, dry_run: bool = False) -> Outcome:
-    """Enforce, audit and report for one ClinicalSLO, without a scaling cycle."""
+    """Bound, enforce, audit and report for one ClinicalSLO, without a scaling cycle."""
+    found, refused = bound(resource, client, settings)
+    if refused is not None and found is not None:
+        return _refused(resource, settings, found, refused, previous_status, now)[1]
     write = _writes(resource, dry_run)
     enforcement = enforce(resource, client, settings, write)
-    return observe(resource, enforcement, client, settings, previous_status.conditions, now, write)
+    return observe(resource, enforcement, client, settings, previous_status.conditions, now, write, found)
 
 
 def run_cycle(resource: clinicalslo.ClinicalSLO, schedules: Sequence[surgeschedule.SurgeSchedule], now: int,
               ports_: cycle.Ports, client: Client, settings: Settings, memory: cycle.Memory,
               previous_status: clinicalslo.ClinicalSLOStatus, dry_run: bool = False) -> tuple[cycle.Result, Outcome]:
-    """A whole cycle with residency: enforce, then plan and scale (``cycle.run``), then audit.
+    """A whole cycle with residency: bound, enforce, then plan and scale (``cycle.run``), then audit.
 
     The residency conditions, Events and ``status.residency`` are added to the cycle's result, so
-    the runtime writes the status once.
+    the runtime writes the status once. A ClinicalSLO whose regions its namespace does not allow
+    gets Ready=False (RegionsNotAllowed) and no cycle at all: nothing is written or scaled.
     """
+    found, refused = bound(resource, client, settings)
+    if refused is not None and found is not None:
+        return _refused(resource, settings, found, refused, previous_status, now)
     write = _writes(resource, dry_run)
     enforcement = enforce(resource, client, settings, write)
     result = cycle.run(resource, schedules, now, ports_, memory, previous_status, dry_run)
-    outcome = observe(resource, enforcement, client, settings, previous_status.conditions, now, write)
-    status = result.status.model_copy(update={"conditions": (*result.status.conditions, *outcome.conditions),
-                                              "residency": outcome.status})
+    outcome = observe(resource, enforcement, client, settings, previous_status.conditions, now, write, found)
+    replaced = {item.type for item in outcome.conditions}
+    conditions = (*(item for item in result.status.conditions if item.type not in replaced), *outcome.conditions)
+    status = result.status.model_copy(update={"conditions": conditions, "residency": outcome.status})
     return dataclasses.replace(result, status=status, events=(*result.events, *outcome.events)), outcome
 
 
-# ------------------------------------------------------------------------------------ admission
-
-
-def admit(pod: Mapping[str, Any], old_pod: Mapping[str, Any] | None, namespace: str,
-          namespace_labels: Mapping[str, str], namespace_annotations: Mapping[str, str], settings: Settings,
-          node_labels: Mapping[str, str] | None = None) -> residency.Verdict:
-    """May this Pod be created (or updated) in an opted-in namespace?
-
-    Pods without the data-class label, or labelled ``none``, are not patient data. An update that
-    leaves the scheduling constraints as they were is allowed (a running pod is the audit's job).
-    A namespace that opts in without naming regions, with no default either, admits no patient data.
-    """
-    metadata = pod.get("metadata") or {}
-    data_class = (metadata.get("labels") or {}).get(DATA_CLASS_LABEL)
-    if data_class is None or data_class == clinicalslo.DataClass.NONE:
-        return residency.Verdict(True, "not labelled as patient data")
-    if namespace_labels.get(OPT_IN_LABEL) != OPT_IN_VALUE:
-        return residency.Verdict(True, f"namespace {namespace} does not enforce residency")
-    spec = pod.get("spec") or {}
-    if old_pod is not None and residency.scheduling_constraints(old_pod.get("spec") or {}) == \
-            residency.scheduling_constraints(spec):
-        return residency.Verdict(True, "scheduling constraints unchanged")
-    name = metadata.get("name") or f"{metadata.get('generateName', '')}<generated>"
-    regions = residency.parse_regions(namespace_annotations.get(ALLOWED_REGIONS_ANNOTATION)) or settings.default_regions
-    if not regions:
-        return residency.Verdict(False, f"pod {name} holds {data_class} data and namespace {namespace} enforces "
-                                        f"residency, but no allowed regions are set: annotate the namespace with "
-                                        f'{ALLOWED_REGIONS_ANNOTATION}: "region-a,region-b" or start the operator with '
-                                        "--default-allowed-regions")
-    verdict = residency.check(spec, residency.Policy(settings.region_label, regions), node_labels)
-    if verdict.allowed:
-        return verdict
-    return residency.Verdict(False, f"pod {name} holds {data_class} data and namespace {namespace} allows only "
-                                    f"{', '.join(regions)}: {verdict.message}")
-
-
-def webhook_configuration(name: str, url: str, ca_bundle: str | None) -> dict[str, Any]:
-    """The ValidatingWebhookConfiguration for patient-data Pods in opted-in namespaces.
-
-    ``failurePolicy: Fail``: when the webhook cannot answer, patient-data pods in opted-in
-    namespaces are not created unchecked. Nothing else in the cluster depends on it.
-    """
-    client_config: dict[str, Any] = {"url": url}
-    if ca_bundle:
-        client_config["caBundle"] = ca_bundle
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "healthscale"}},
-        "webhooks": [{
-            "name": WEBHOOK_NAME,
-            "clientConfig": client_config,
-            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"],
-                       "operations": ["CREATE", "UPDATE"], "scope": "Namespaced"}],
-            "failurePolicy": "Fail",
-            "matchPolicy": "Equivalent",
-            "sideEffects": "None",
-            "timeoutSeconds": 10,
-            "admissionReviewVersions": ["v1"],
-            "namespaceSelector": {"matchLabels": {OPT_IN_LABEL: OPT_IN_VALUE}},
-            "objectSelector": {"matchExpressions": [{"key": DATA_CLASS_LABEL, "operator": "Exists"}]},
-        }],
-    }
+def disabled(resource: clinicalslo.ClinicalSLO, previous: clinicalslo.ClinicalSLOStatus,
+             now: int) -> cycle.Result:
+    """A ClinicalSLO with residency, served by an operator running without residency: Ready=False,
+    reason ResidencyDisabled, nothing scaled (new replicas could land anywhere)."""
+    generation = resource.metadata.generation
+    message = ("spec.residency names regions, but the operator runs with --no-residency (chart value "
+               "residency.enabled=false), so it can neither restrict the pod template nor audit where pods run; "
+               "the workload is not scaled. Turn residency on, or remove spec.residency")
+    ready = cycle.condition(previous.conditions, "Ready", False, "ResidencyDisabled", message, generation, now)
+    first = not any(item.type == "Ready" and item.reason == "ResidencyDisabled"
+                    and item.observed_generation == generation for item in previous.conditions)
+    kept = tuple(item for item in previous.conditions if item.type != "Ready")
+    updated = previous.model_copy(update={"conditions": (ready, *kept), "observed_generation": generation,
+                                          "last_cycle_time": events.timestamp(now)})
+    return cycle.Result(updated, (cycle.Event("Warning", "ResidencyDisabled", message),) if first else (), None, False)

@@ -15,16 +15,19 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from hypothesis import given, settings as hypothesis_settings, strategies as st
 
-from healthscale.domain import forecasting, series
+from healthscale.api import clinicalslo
+from healthscale.domain import series
+from healthscale.domain.forecast import base, choice, harmonic, holt_winters, mstl, seasonal_naive
 
 HOUR = 3600
 DAY = 86400
 MONDAY = 1704067200
 """2024-01-01T00:00:00Z, a Monday at midnight UTC."""
 
-MODELS = (forecasting.HARMONIC, forecasting.SEASONAL_NAIVE, forecasting.HOLT_WINTERS)
-ALL_MODELS = (forecasting.AUTO, *MODELS)
+MODELS = tuple(choice.MODELS)
+ALL_MODELS = (base.AUTO, *MODELS)
 
 
 def weekly_shape(times: series.IntArray) -> series.FloatArray:
@@ -52,29 +55,29 @@ def history_of(values: series.FloatArray | list[float], start: int = MONDAY, ste
     return series.Series(start, step, np.asarray(values, dtype=np.float64))
 
 
-def settings(**overrides: object) -> forecasting.Settings:
+def settings(**overrides: object) -> base.Settings:
     fields: dict[str, object] = {"history": 14 * DAY, "step": HOUR, "horizon": 6 * HOUR}
     fields.update(overrides)
-    return forecasting.Settings(**fields)  # type: ignore[arg-type]
+    return base.Settings(**fields)  # type: ignore[arg-type]
 
 
-def outcome_at_end(history: series.Series, **overrides: object) -> forecasting.Outcome:
+def outcome_at_end(history: series.Series, **overrides: object) -> base.Outcome:
     """The forecast made just after the last interval of ``history``."""
-    outcome, _ = forecasting.forecast(history, history.end, settings(**overrides))
+    outcome, _ = choice.forecast(history, history.end, settings(**overrides))
     return outcome
 
 
-def expect_forecast(outcome: forecasting.Outcome) -> forecasting.Forecast:
-    assert isinstance(outcome, forecasting.Forecast), outcome
+def expect_forecast(outcome: base.Outcome) -> base.Forecast:
+    assert isinstance(outcome, base.Forecast), outcome
     return outcome
 
 
-def mape(forecast: forecasting.Forecast) -> float:
+def mape(forecast: base.Forecast) -> float:
     truth = weekly_shape(forecast.times())
     return float(np.mean(np.abs(forecast.point - truth) / truth))
 
 
-def assert_valid(forecast: forecasting.Forecast) -> None:
+def assert_valid(forecast: base.Forecast) -> None:
     """Finite and non-negative everywhere, with every carried quantile the length of the point forecast."""
     assert np.all(np.isfinite(forecast.point)) and np.all(forecast.point >= 0.0)
     for level, values in forecast.quantiles.items():
@@ -101,8 +104,8 @@ def assert_valid(forecast: forecasting.Forecast) -> None:
 def test_too_little_history_is_insufficient_history_and_never_a_zero_forecast(
     history: series.Series, sample_count: int
 ) -> None:
-    outcome, state = forecasting.forecast(history, history.end, settings(step=history.step))
-    assert isinstance(outcome, forecasting.NoForecast)
+    outcome, state = choice.forecast(history, history.end, settings(step=history.step))
+    assert isinstance(outcome, base.NoForecast)
     assert outcome.code == "InsufficientHistory"
     assert f"with {sample_count} samples" in outcome.reason
     assert "a forecast needs at least 1d" in outcome.reason
@@ -128,8 +131,8 @@ def test_a_full_day_of_hourly_samples_is_just_enough() -> None:
     ],
 )
 def test_no_samples_is_no_data(history: series.Series, now: int) -> None:
-    outcome, state = forecasting.forecast(history, now, settings())
-    assert isinstance(outcome, forecasting.NoForecast)
+    outcome, state = choice.forecast(history, now, settings())
+    assert isinstance(outcome, base.NoForecast)
     assert outcome.code == "NoData"
     assert state is None
 
@@ -149,9 +152,9 @@ def test_no_samples_is_no_data(history: series.Series, now: int) -> None:
 )
 def test_a_long_silence_before_now_is_stale_data(silence: int, horizon: int, stale: bool, reason: str | None) -> None:
     history = history_of(noisy(10))
-    outcome, _ = forecasting.forecast(history, history.end + silence, settings(horizon=horizon))
+    outcome, _ = choice.forecast(history, history.end + silence, settings(horizon=horizon))
     if stale:
-        assert isinstance(outcome, forecasting.NoForecast)
+        assert isinstance(outcome, base.NoForecast)
         assert (outcome.code, outcome.reason) == ("StaleData", reason)
     else:
         forecast = expect_forecast(outcome)
@@ -183,7 +186,7 @@ THREE_WEEKS = noisy(21)
                      id="every third hourly sample missing (the same hours every day)"),
     ],
 )
-@pytest.mark.parametrize("model", [forecasting.AUTO, forecasting.HARMONIC])
+@pytest.mark.parametrize("model", [base.AUTO, harmonic.NAME])
 def test_gaps_in_the_history_still_forecast_the_daily_shape(values: series.FloatArray, model: str) -> None:
     forecast = expect_forecast(outcome_at_end(history_of(values), model=model, horizon=24 * HOUR))
     assert_valid(forecast)
@@ -218,7 +221,8 @@ def test_quiet_nights_of_zeros_forecast_the_day_and_a_near_zero_night(model: str
     assert_valid(forecast)
     night = (forecast.times() % DAY) < 6 * HOUR
     expected = weekly_shape(forecast.times())
-    assert float(np.max(forecast.point[night])) < 5.0
+    # At most a twentieth of the 160 peak: mstl's smooth trend blurs a night of exact zeros a little.
+    assert float(np.max(forecast.point[night])) < 160.0 / 20
     assert float(np.mean(np.abs(forecast.point[~night] - expected[~night]) / expected[~night])) < 0.10
 
 
@@ -231,7 +235,7 @@ def test_a_flat_series_forecasts_its_level_with_a_narrow_band(model: str) -> Non
     assert "flat series: every sample equals 42" in forecast.notes
 
 
-@pytest.mark.parametrize("model", [forecasting.AUTO, forecasting.HARMONIC])
+@pytest.mark.parametrize("model", [base.AUTO, harmonic.NAME])
 @pytest.mark.parametrize("days", [4, 14], ids=["after four days of history", "after two weeks of history"])
 def test_a_single_huge_spike_yesterday_does_not_blow_up_tomorrow(model: str, days: int) -> None:
     clean = noisy(days)
@@ -266,10 +270,10 @@ def test_negative_and_infinite_samples_are_ignored_with_a_note() -> None:
     ],
 )
 def test_the_harmonic_model_tracks_daily_and_weekly_shape(days: int) -> None:
-    forecast = expect_forecast(outcome_at_end(history_of(noisy(days)), model=forecasting.HARMONIC,
+    forecast = expect_forecast(outcome_at_end(history_of(noisy(days)), model=harmonic.NAME,
                                               horizon=48 * HOUR))
     truth = weekly_shape(forecast.times())
-    assert forecast.model == forecasting.HARMONIC
+    assert forecast.model == harmonic.NAME
     # Forecasting the mean level would score 45-90% here; a seasonal model ~2%.
     assert mape(forecast) < 0.08
     assert float(np.corrcoef(forecast.point, truth)[0, 1]) > 0.98
@@ -288,7 +292,7 @@ def test_the_daily_cycle_follows_the_configured_wall_clock_across_dst(timezone: 
     times = grid(21 * 24, start=start)
     local_hours = np.array([dt.datetime.fromtimestamp(int(moment), chicago).hour for moment in times])
     values = 10.0 + 90.0 * np.exp(-0.5 * ((local_hours - 9) / 1.5) ** 2)
-    forecast = expect_forecast(outcome_at_end(history_of(values, start=start), model=forecasting.HARMONIC,
+    forecast = expect_forecast(outcome_at_end(history_of(values, start=start), model=harmonic.NAME,
                                               horizon=24 * HOUR, timezone=timezone))
     peak = int(forecast.times()[int(np.argmax(forecast.point))])
     assert dt.datetime.fromtimestamp(peak, chicago).hour == expected_local_hour
@@ -302,7 +306,7 @@ def test_quantiles_are_ordered_and_non_negative(model: str) -> None:
     forecast = expect_forecast(outcome_at_end(history_of(noisy(21)), model=model, horizon=12 * HOUR))
     assert_valid(forecast)
     levels = sorted(forecast.quantiles)
-    assert levels == list(forecasting.LEVELS)
+    assert levels == list(base.LEVELS)
     for lower, upper in zip(levels, levels[1:]):
         assert np.all(forecast.quantiles[upper] >= forecast.quantiles[lower] - 1e-9), (lower, upper)
     assert np.all(forecast.quantile(0.95) >= forecast.quantile(0.8) - 1e-9)
@@ -329,7 +333,7 @@ def test_a_spec_quantile_is_carried_between_its_neighbours() -> None:
     ],
 )
 def test_quantile_interpolates_between_carried_levels(level: float, expected: float) -> None:
-    forecast = forecasting.Forecast("harmonic", 0, HOUR, np.array([10.0]),
+    forecast = base.Forecast("harmonic", 0, HOUR, np.array([10.0]),
                                     {0.5: np.array([10.0]), 0.9: np.array([20.0])})
     np.testing.assert_allclose(forecast.quantile(level), [expected])
 
@@ -345,7 +349,7 @@ def test_quantile_interpolates_between_carried_levels(level: float, expected: fl
 )
 def test_peak_counts_a_cut_interval_in_proportion(begin: int, end: int, expected: tuple[float, int] | None) -> None:
     values = np.array([10.0, 20.0, 40.0])
-    forecast = forecasting.Forecast("harmonic", 0, 300, values, {0.5: values})
+    forecast = base.Forecast("harmonic", 0, 300, values, {0.5: values})
     assert forecast.peak(values, begin, end) == expected
 
 
@@ -354,9 +358,9 @@ def test_peak_counts_a_cut_interval_in_proportion(begin: int, end: int, expected
 
 def test_auto_chooses_a_candidate_and_chooses_it_the_same_way_every_time() -> None:
     history = history_of(noisy(16, seed=7))
-    first = expect_forecast(outcome_at_end(history, model=forecasting.AUTO))
-    second = expect_forecast(outcome_at_end(history, model=forecasting.AUTO))
-    assert first.model in forecasting.AUTO_CANDIDATES
+    first = expect_forecast(outcome_at_end(history, model=base.AUTO))
+    second = expect_forecast(outcome_at_end(history, model=base.AUTO))
+    assert first.model in choice.AUTO_CANDIDATES
     assert second.model == first.model
     np.testing.assert_array_equal(first.point, second.point)
     for level in first.quantiles:
@@ -366,13 +370,13 @@ def test_auto_chooses_a_candidate_and_chooses_it_the_same_way_every_time() -> No
 @pytest.mark.parametrize(
     ("values", "expected"),
     [
-        pytest.param(np.tile(np.random.default_rng(1).uniform(5.0, 50.0, 24), 10), forecasting.SEASONAL_NAIVE,
+        pytest.param(np.tile(np.random.default_rng(1).uniform(5.0, 50.0, 24), 10), seasonal_naive.NAME,
                      id="an irregular daily profile repeated exactly is best forecast by the day before"),
-        pytest.param(noisy(21), forecasting.HARMONIC, id="a smooth shape under noise is best forecast by the harmonic fit"),
+        pytest.param(noisy(21), harmonic.NAME, id="a smooth shape under noise is best forecast by the harmonic fit"),
     ],
 )
 def test_auto_chooses_the_model_that_fits_the_series(values: series.FloatArray, expected: str) -> None:
-    forecast = expect_forecast(outcome_at_end(history_of(values), model=forecasting.AUTO))
+    forecast = expect_forecast(outcome_at_end(history_of(values), model=base.AUTO))
     assert forecast.model == expected
 
 
@@ -390,13 +394,13 @@ def test_each_explicit_model_forecasts_the_horizon_from_now(model: str) -> None:
 
 
 def test_without_validation_the_forecast_error_is_unknown() -> None:
-    forecast = expect_forecast(outcome_at_end(history_of(noisy(10)), model=forecasting.HARMONIC, validate=False))
+    forecast = expect_forecast(outcome_at_end(history_of(noisy(10)), model=harmonic.NAME, validate=False))
     assert forecast.error is None
 
 
 def test_a_now_between_grid_points_forecasts_from_the_next_grid_point() -> None:
     history = history_of(noisy(10))
-    outcome, _ = forecasting.forecast(history, history.end - HOUR + 600, settings())
+    outcome, _ = choice.forecast(history, history.end - HOUR + 600, settings())
     forecast = expect_forecast(outcome)
     assert forecast.start == history.end
 
@@ -421,8 +425,8 @@ def test_samples_after_now_do_not_change_the_forecast(
     cut = (now - MONDAY) // HOUR
     altered = values.copy()
     altered[cut:] = future(values[cut:])
-    reference, _ = forecasting.forecast(history_of(values), now, settings(model=model))
-    changed, _ = forecasting.forecast(history_of(altered), now, settings(model=model))
+    reference, _ = choice.forecast(history_of(values), now, settings(model=model))
+    changed, _ = choice.forecast(history_of(altered), now, settings(model=model))
     reference, changed = expect_forecast(reference), expect_forecast(changed)
     assert changed.model == reference.model
     np.testing.assert_array_equal(changed.point, reference.point)
@@ -439,9 +443,9 @@ def test_a_reused_state_does_not_read_samples_after_now_either(model: str) -> No
     altered = values.copy()
     altered[cut:] *= 50.0
     chosen = settings(model=model)
-    _, state = forecasting.forecast(history_of(values), fitted_at, chosen)
-    reference, _ = forecasting.forecast(history_of(values), now, chosen, state)
-    changed, _ = forecasting.forecast(history_of(altered), now, chosen, state)
+    _, state = choice.forecast(history_of(values), fitted_at, chosen)
+    reference, _ = choice.forecast(history_of(values), now, chosen, state)
+    changed, _ = choice.forecast(history_of(altered), now, chosen, state)
     np.testing.assert_array_equal(expect_forecast(changed).point, expect_forecast(reference).point)
 
 
@@ -450,11 +454,11 @@ def test_a_reused_state_agrees_with_a_fresh_fit(model: str) -> None:
     history = history_of(noisy(20))
     chosen = settings(model=model, refit_every=6 * HOUR)
     fitted_at = MONDAY + 18 * DAY
-    _, state = forecasting.forecast(history, fitted_at, chosen)
-    assert isinstance(state, forecasting.State) and state.fitted.fitted_until == fitted_at
+    _, state = choice.forecast(history, fitted_at, chosen)
+    assert isinstance(state, choice.State) and state.fitted.fitted_until == fitted_at
 
-    reused, kept = forecasting.forecast(history, fitted_at + 3 * HOUR, chosen, state)
-    fresh, _ = forecasting.forecast(history, fitted_at + 3 * HOUR, chosen)
+    reused, kept = choice.forecast(history, fitted_at + 3 * HOUR, chosen, state)
+    fresh, _ = choice.forecast(history, fitted_at + 3 * HOUR, chosen)
     assert kept is state, "three hours into a six hour refit period the state is reused, not refitted"
     reused, fresh = expect_forecast(reused), expect_forecast(fresh)
     assert_valid(reused)
@@ -462,7 +466,7 @@ def test_a_reused_state_agrees_with_a_fresh_fit(model: str) -> None:
     np.testing.assert_allclose(reused.point, fresh.point, rtol=0.05)
     np.testing.assert_allclose(reused.quantile(0.95), fresh.quantile(0.95), rtol=0.05)
 
-    _, refitted = forecasting.forecast(history, fitted_at + 6 * HOUR, chosen, state)
+    _, refitted = choice.forecast(history, fitted_at + 6 * HOUR, chosen, state)
     assert refitted is not None and refitted.fitted.fitted_until == fitted_at + 6 * HOUR
 
 
@@ -472,20 +476,20 @@ def test_a_reused_state_agrees_with_a_fresh_fit(model: str) -> None:
         pytest.param(None, 0, settings(), True, id="with no state a fit is due"),
         pytest.param(settings(), 5 * HOUR, settings(), False, id="five hours after a fit no refit is due"),
         pytest.param(settings(), 6 * HOUR, settings(), True, id="refit_every after a fit a refit is due"),
-        pytest.param(settings(), HOUR, settings(model=forecasting.HARMONIC), True,
+        pytest.param(settings(), HOUR, settings(model=harmonic.NAME), True,
                      id="changed settings make a refit due at once"),
     ],
 )
-def test_needs_refit(state_settings: forecasting.Settings | None, fitted_ago: int,
-                     now_settings: forecasting.Settings, expected: bool) -> None:
+def test_needs_refit(state_settings: base.Settings | None, fitted_ago: int,
+                     now_settings: base.Settings, expected: bool) -> None:
     now = MONDAY + 10 * DAY
     state = None
     if state_settings is not None:
-        fitted = forecasting.fit(history_of(noisy(10 - fitted_ago / DAY)), state_settings)
-        assert isinstance(fitted, forecasting.State)
+        fitted = choice.fit(history_of(noisy(10 - fitted_ago / DAY)), state_settings)
+        assert isinstance(fitted, choice.State)
         state = fitted
         assert state.fitted.fitted_until == now - fitted_ago
-    assert forecasting.needs_refit(state, now_settings, now) is expected
+    assert choice.needs_refit(state, now_settings, now) is expected
 
 
 # --- Known weakness: an unobserved weekday ---------------------------------------------------------------
@@ -495,10 +499,120 @@ def test_a_weekday_missing_from_history_is_not_forecast_as_almost_no_demand() ->
     # Eight days of history from a Monday: the only Tuesday (day 1) is a gap, and tomorrow is a Tuesday.
     values = noisy(8)
     values[24:48] = np.nan
-    outcome = outcome_at_end(history_of(values), model=forecasting.HARMONIC, horizon=24 * HOUR)
+    outcome = outcome_at_end(history_of(values), model=harmonic.NAME, horizon=24 * HOUR)
     # Either an honest NoForecast, or a forecast in the range of the other weekdays; never ~0.
-    if isinstance(outcome, forecasting.Forecast):
+    if isinstance(outcome, base.Forecast):
         truth = weekly_shape(outcome.times())
         assert float(np.mean(outcome.point)) >= 0.5 * float(np.mean(truth)), (
             f"forecast mean {np.mean(outcome.point):.1f} against a true mean of {np.mean(truth):.1f}"
         )
+
+
+# --- The registry and invariants of every model ----------------------------------------------------------
+
+
+def test_the_registry_is_the_crd_enum_less_auto() -> None:
+    assert set(choice.MODELS) == {model.value for model in clinicalslo.ForecastModel} - {base.AUTO}
+    assert set(choice.AUTO_CANDIDATES) <= set(choice.MODELS)
+    assert choice.AUTO_CANDIDATES[0] == harmonic.NAME, "the default incumbent is the harmonic model"
+
+
+def test_an_unknown_model_is_no_forecast_with_the_known_ones() -> None:
+    outcome = outcome_at_end(history_of(noisy(5)), model="prophet")
+    assert isinstance(outcome, base.NoForecast) and outcome.code == "FitFailed"
+    assert "unknown model 'prophet'" in outcome.reason and mstl.NAME in outcome.reason
+
+
+@hypothesis_settings(max_examples=6, deadline=None)
+@given(factor=st.floats(0.001, 1000.0), seed=st.integers(0, 100))
+@pytest.mark.parametrize("model", ALL_MODELS)
+def test_scaling_demand_scales_the_forecast_and_nothing_else(model: str, factor: float, seed: int) -> None:
+    values = noisy(9, seed=seed)
+    reference = expect_forecast(outcome_at_end(history_of(values), model=model))
+    scaled = expect_forecast(outcome_at_end(history_of(values * factor), model=model))
+    assert scaled.model == reference.model
+    # Holt-Winters' smoothing parameters come from a numerical optimiser, exact only to its tolerance.
+    rtol = 1e-4 if model == holt_winters.NAME else 1e-6
+    np.testing.assert_allclose(scaled.point, reference.point * factor, rtol=rtol)
+    np.testing.assert_allclose(scaled.quantile(0.95), reference.quantile(0.95) * factor, rtol=rtol)
+
+
+def _validation(loss: float, blocks: list[float]) -> choice.Validation:
+    return choice.Validation(loss, loss, 1.0, np.asarray(blocks, dtype=np.float64))
+
+
+@pytest.mark.parametrize(
+    ("challenger", "incumbent", "expected"),
+    [
+        pytest.param(_validation(0.8, [0.8, 0.7, 0.9, 0.8, 0.8, 0.7]), _validation(1.0, [1.0, 0.9, 1.1, 1.0, 1.0, 0.9]),
+                     True, id="lower in every block by the same margin is clearly better"),
+        pytest.param(_validation(0.8, [0.2, 1.6, 0.1, 1.5, 0.3, 1.1]), _validation(1.0, [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]),
+                     False, id="lower on average but up and down from block to block is luck"),
+        pytest.param(_validation(0.8, [0.8, 0.8]), _validation(1.0, [1.0, 1.0]), True,
+                     id="with fewer than three blocks the lower loss decides"),
+        pytest.param(_validation(0.8, [0.8, 0.8, np.nan, 0.8]), _validation(1.0, [1.0, 1.0, 1.0, 1.0]), True,
+                     id="a block of gaps is left out and a constant improvement is clearly better"),
+        pytest.param(_validation(1.2, [1.2, 1.2, 1.2]), _validation(1.0, [1.0, 1.0, 1.0]), False,
+                     id="a constant worsening is never better"),
+    ],
+)
+def test_a_challenger_replaces_the_incumbent_only_when_clearly_better(
+    challenger: choice.Validation, incumbent: choice.Validation, expected: bool
+) -> None:
+    assert choice.clearly_better(challenger, incumbent) is expected
+
+
+STEADY = [1.0, 0.9, 1.1, 1.0, 1.0, 0.9]
+
+
+def _scaled(loss: float, noise: list[float] | None = None) -> choice.Validation:
+    blocks = [loss * value for value in (noise or STEADY)]
+    return _validation(loss, blocks)
+
+
+@pytest.mark.parametrize(
+    ("results", "incumbent", "expected"),
+    [
+        pytest.param({"harmonic": _scaled(1.0), "seasonal-naive": _scaled(0.7)}, None, "seasonal-naive",
+                     id="a challenger 30% better in every block replaces the default"),
+        pytest.param({"harmonic": _scaled(1.0), "seasonal-naive": _validation(0.7, [0.1, 1.5, 0.1, 1.4, 0.2, 0.9])},
+                     None, "harmonic", id="a challenger 30% better on a lucky block or two stays out"),
+        pytest.param({"harmonic": _scaled(1.0), "seasonal-naive": _scaled(0.95)}, None, "harmonic",
+                     id="a challenger 5% better stays out"),
+        pytest.param({"harmonic": _scaled(1.0), "seasonal-naive": _scaled(0.8), "mstl": _scaled(0.75)},
+                     "seasonal-naive", "seasonal-naive", id="the eligible model in use keeps its place against one 6% better"),
+        pytest.param({"harmonic": _scaled(1.0), "seasonal-naive": _scaled(0.8), "mstl": _scaled(0.6)},
+                     "seasonal-naive", "mstl", id="the model in use gives way to one 25% better"),
+        pytest.param({"harmonic": _scaled(1.0), "seasonal-naive": _scaled(0.95), "mstl": _scaled(0.97)},
+                     "seasonal-naive", "harmonic", id="the model in use returns to the default once no longer eligible"),
+        pytest.param({"harmonic": choice.FAILED, "seasonal-naive": _scaled(2.0)}, None, "seasonal-naive",
+                     id="a default that failed is replaced by any candidate that did not"),
+    ],
+)
+def test_auto_keeps_the_default_unless_another_is_clearly_better(
+    results: dict[str, choice.Validation], incumbent: str | None, expected: str
+) -> None:
+    assert choice.choose(results, incumbent) == expected
+
+
+@pytest.mark.parametrize(
+    ("days", "candidates"),
+    [
+        pytest.param(20, {harmonic.NAME, seasonal_naive.NAME},
+                     id="below three weeks auto leaves mstl out (it would have no weekly cycle)"),
+        pytest.param(22, {harmonic.NAME, seasonal_naive.NAME, mstl.NAME}, id="from three weeks auto validates mstl too"),
+    ],
+)
+def test_auto_considers_mstl_from_three_weeks_of_history(days: int, candidates: set[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    validated: list[str] = []
+    real = choice.validate
+
+    def recording(name: str, *arguments: object) -> choice.Validation:
+        validated.append(name)
+        return real(name, *arguments)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(choice, "validate", recording)
+    history = history_of(noisy(days))
+    choice.forecast(history, history.end, settings(history=30 * DAY))
+    assert set(validated) == candidates
