@@ -24,7 +24,6 @@ import concurrent.futures
 import os
 import pathlib
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,27 +36,14 @@ from typing import Any
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
+import operator_scale  # bench/ is on sys.path: the local stack's env file and a free port, as there
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STATE = ROOT / ".devcluster"
 DEMAND = 'sum(healthscale_demo_requests_per_second{journey="ed-arrivals"})'
 REGION = "topology.kubernetes.io/region"
 IN_EU = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
     {"matchExpressions": [{"key": REGION, "operator": "In", "values": ["eu-west-1", "eu-central-1"]}]}]}}}
-
-
-def _env() -> dict[str, str]:
-    values = dict(os.environ)
-    for line in (STATE / "env").read_text().splitlines():
-        if line.startswith("export ") and "=" in line and "$" not in line:
-            name, _, value = line.removeprefix("export ").partition("=")
-            values[name.strip()] = value.strip()
-    return values
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _metrics(port: int) -> str:
@@ -123,7 +109,7 @@ def main() -> int:
     parser.add_argument("--slos", type=int, default=50, help="ClinicalSLOs planned meanwhile (1-minute step)")
     parser.add_argument("--keep", action="store_true", help="leave the namespaces and the operator's log")
     arguments = parser.parse_args()
-    env = _env()
+    env = operator_scale._env()
     api = k8s_config.new_client_from_config(config_file=env["KUBECONFIG"])
     core, apps, custom = k8s_client.CoreV1Api(api), k8s_client.AppsV1Api(api), k8s_client.CustomObjectsApi(api)
     admission = k8s_client.AdmissionregistrationV1Api(api)
@@ -146,7 +132,7 @@ def main() -> int:
                          {"name": "app", "image": "registry.k8s.io/pause:3.10"}]}}}})
         custom.create_namespaced_custom_object("healthscale.io", "v1alpha1", planned, "clinicalslos",
                                                _slo(planned, name))
-    metrics_port, webhook_port = _free_port(), _free_port()
+    metrics_port, webhook_port = operator_scale._free_port(), operator_scale._free_port()
     log = pathlib.Path(f"/tmp/{prefix}-operator.log")
     command = [sys.executable, "-m", "healthscale", "run", "--prometheus-url", env["PROMETHEUS_URL"],
                "--namespace", f"{prefix}*", "--health-port", "0", "--metrics-port", str(metrics_port),

@@ -9,7 +9,7 @@ and zeros are fine. Their bands come from the empirical distribution of their ow
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 import math
 import warnings
 from typing import Protocol
@@ -351,3 +351,22 @@ def ar1_errors(residuals: FloatArray, phi: float, sampled: IntArray) -> list[Flo
         difference = residuals[h:] - phi**h * residuals[:-h]
         errors.append(difference[~np.isnan(difference)])
     return errors
+
+
+def ar1_forecast(expected: Callable[[IntArray], FloatArray], phi: float, z_recent: FloatArray, recent_start: int,
+                 origin: int, step: int, steps: int) -> FloatArray:
+    """The mean path from ``origin``: a model's expected z plus its newest residual decayed by AR(1).
+
+    Only the newest observed residual matters, so ``expected`` is asked for one time more than the
+    forecast's, in one call.
+    """
+    origin_index = (origin - recent_start) // step
+    observed = np.flatnonzero(~np.isnan(z_recent[:origin_index]))
+    newest = int(observed[-1]) if observed.size else origin_index - 1
+    times = np.concatenate([[recent_start + newest * step], origin + step * np.arange(steps)])
+    values = expected(times.astype(np.int64))
+    residual = 0.0
+    if observed.size:
+        residual = float(z_recent[newest] - values[0]) * phi ** (origin_index - 1 - newest)
+    mean: FloatArray = values[1:] + phi ** np.arange(1, steps + 1) * residual
+    return mean

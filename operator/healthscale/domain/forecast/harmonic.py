@@ -137,16 +137,8 @@ class Harmonic:
 
     def predict_z(self, z_recent: base.FloatArray, recent_start: int, origin: int, steps: int,
                   levels: tuple[float, ...]) -> tuple[base.FloatArray, base.FloatArray]:
-        origin_index = (origin - recent_start) // self.step
-        observed = np.flatnonzero(~np.isnan(z_recent[:origin_index]))
-        newest = int(observed[-1]) if observed.size else origin_index - 1
-        # Only the newest residual matters: one design row more than the forecast's, in one matrix.
-        times = np.concatenate([[recent_start + newest * self.step], origin + self.step * np.arange(steps)])
-        fitted = self.design.matrix(times.astype(np.int64)) @ self.coefficients
-        residual = 0.0
-        if observed.size:
-            residual = float(z_recent[newest] - fitted[0]) * self.phi ** (origin_index - 1 - newest)
-        mean = fitted[1:] + self.phi ** np.arange(1, steps + 1) * residual
+        mean = base.ar1_forecast(lambda times: self.design.matrix(times) @ self.coefficients, self.phi,
+                                 z_recent, recent_start, origin, self.step, steps)
         quantiles = mean[None, :] + self.error_table[base.rows_for(self.levels, levels), :steps]
         return quantiles[levels.index(0.5)], quantiles
 

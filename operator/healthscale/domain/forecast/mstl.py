@@ -112,15 +112,7 @@ class Mstl:
 
     def predict_z(self, z_recent: base.FloatArray, recent_start: int, origin: int, steps: int,
                   levels: tuple[float, ...]) -> tuple[base.FloatArray, base.FloatArray]:
-        origin_index = (origin - recent_start) // self.step
-        observed = np.flatnonzero(~np.isnan(z_recent[:origin_index]))
-        newest = int(observed[-1]) if observed.size else origin_index - 1
-        times = np.concatenate([[recent_start + newest * self.step], origin + self.step * np.arange(steps)])
-        expected = self._expected(times.astype(np.int64))
-        residual = 0.0
-        if observed.size:
-            residual = float(z_recent[newest] - expected[0]) * self.phi ** (origin_index - 1 - newest)
-        mean = expected[1:] + self.phi ** np.arange(1, steps + 1) * residual
+        mean = base.ar1_forecast(self._expected, self.phi, z_recent, recent_start, origin, self.step, steps)
         quantiles = mean[None, :] + self.error_table[base.rows_for(self.levels, levels), :steps]
         return quantiles[levels.index(0.5)], quantiles
 
