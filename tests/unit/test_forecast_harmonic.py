@@ -102,3 +102,32 @@ def test_the_daily_order_is_what_the_step_can_resolve(step: int, expected_order:
     state = choice.fit(history, settings)
     assert isinstance(state, choice.State) and isinstance(state.fitted, harmonic.Harmonic)
     assert state.fitted.design.daily_order == expected_order
+
+
+def _statsmodels_robust_ridge(rows: series.FloatArray, target: series.FloatArray,
+                              penalties: series.FloatArray) -> series.FloatArray:
+    """The reference: statsmodels' ridge on rows whitened by sqrt(Huber weights), refitted each step."""
+    from statsmodels.regression.linear_model import OLS
+
+    weights = np.ones(target.shape[0])
+    for _ in range(harmonic.REWEIGHTS + 1):
+        root = np.sqrt(weights)
+        coefficients = np.asarray(OLS(target * root, rows * root[:, None]).fit_regularized(
+            method="elastic_net", alpha=penalties, L1_wt=0.0).params)
+        weights = harmonic._huber_weights(target - rows @ coefficients)
+    return coefficients
+
+
+@pytest.mark.parametrize("spikes", [0, 5, 40], ids=lambda n: f"with {n} outlier spikes")
+def test_the_cached_normal_equations_give_statsmodels_robust_ridge_estimate(spikes: int) -> None:
+    times = MONDAY + HOUR * np.arange(15 * 24, dtype=np.int64)
+    random = np.random.default_rng(spikes)
+    values = daily(times, 0.6, 1.0, 0.7) * (1.0 + 0.1 * random.standard_normal(times.shape[0]))
+    values[random.choice(times.shape[0], spikes, replace=False)] *= 20.0
+    z = base.Scale.of(values).forward(values)
+    design = harmonic.Design(weekday_levels=True, weekend_shape=True, daily_order=10, calendar=base.Calendar(),
+                             holiday_level=False)
+    rows = design.matrix(times)
+    penalties = np.full(rows.shape[1], harmonic.RIDGE * float(np.einsum("ij,ij->", rows, rows)) / rows.size)
+    ours = harmonic._robust_ridge(rows, z, rows.T @ rows, penalties)
+    np.testing.assert_allclose(ours, _statsmodels_robust_ridge(rows, z, penalties), rtol=1e-6, atol=1e-8)

@@ -2,9 +2,11 @@
 
 The design has daily Fourier terms, a level per weekday and a weekend-specific daily shape (from
 one week of history on), and, when holidays are ``Learned`` and one was seen, a holiday level on
-top of the Sunday a holiday otherwise is. It is fitted with statsmodels: iteratively reweighted
-ridge least squares (``OLS.fit_regularized``) with Huber's T weights (``robust.norms.HuberT``) on
-a MAD scale (``robust.scale.mad``), so outliers do not drag the shape, then an AR(1)
+top of the Sunday a holiday otherwise is. It is fitted as iteratively reweighted ridge least
+squares with statsmodels' Huber's T weights (``robust.norms.HuberT``) on a MAD scale
+(``robust.scale.mad``), so outliers do not drag the shape; each step solves the weighted normal
+equations from a cached Gram matrix, and a unit test holds the estimate equal to statsmodels'
+ridge (``OLS.fit_regularized``) at each step. Then an AR(1)
 (``yule_walker``) on the residuals so that a level shift now carries into the next hours. Between
 refits a new sample costs one design row and one dot product.
 """
@@ -15,7 +17,6 @@ import dataclasses
 import functools
 
 import numpy as np
-from statsmodels.regression.linear_model import OLS
 from statsmodels.robust import norms, scale as robust_scale
 
 from healthscale.domain import series as series_
@@ -54,24 +55,19 @@ class Design:
     def matrix(self, times: series_.IntArray) -> base.FloatArray:
         days = self.calendar.days(times)
         angle = 2.0 * np.pi * days.seconds / series_.DAY
-        columns: list[base.FloatArray] = []
-        if self.weekday_levels:
-            columns.extend((days.weekday == day).astype(np.float64) for day in range(7))
-        else:
-            columns.append(np.ones(times.shape[0]))
-        orders = np.arange(1, self.daily_order + 1)
-        phases = np.outer(angle, orders)
-        columns.extend(np.sin(phases).T)
-        columns.extend(np.cos(phases).T)
+        blocks: list[base.FloatArray] = [
+            np.eye(7)[days.weekday] if self.weekday_levels else np.ones((times.shape[0], 1))]
+        phases = np.outer(angle, np.arange(1, self.daily_order + 1))
+        sines, cosines = np.sin(phases), np.cos(phases)
+        blocks += [sines, cosines]
         if self.weekend_shape:
             # The weekend's level is in its two weekday columns; this is only its different shape.
-            weekend = (days.weekday >= 5).astype(np.float64)
-            weekend_phases = np.outer(angle, orders[: min(WEEKEND_ORDER, self.daily_order)])
-            columns.extend(np.sin(weekend_phases).T * weekend)
-            columns.extend(np.cos(weekend_phases).T * weekend)
+            weekend = (days.weekday >= 5).astype(np.float64)[:, None]
+            order = min(WEEKEND_ORDER, self.daily_order)
+            blocks += [sines[:, :order] * weekend, cosines[:, :order] * weekend]
         if self.holiday_level:
-            columns.append(days.holiday.astype(np.float64))
-        return np.column_stack(columns)
+            blocks.append(days.holiday.astype(np.float64)[:, None])
+        return np.hstack(blocks)
 
 
 # Kept in numpy and cached: the design depends only on the time grid, so one matrix serves the
@@ -84,14 +80,32 @@ def cached_matrix(design: Design, start: int, step: int, count: int) -> base.Flo
     return matrix
 
 
-def _ridge(rows: base.FloatArray, target: base.FloatArray, weights: base.FloatArray,
-           penalties: base.FloatArray) -> base.FloatArray:
-    """Weighted ridge least squares: statsmodels' ridge on rows whitened by sqrt(weights), as its
-    WLS does, passing ``hasconst`` so that it skips two rank checks (the design always has a level)."""
-    root = np.sqrt(weights)
-    whitened = OLS(target * root, rows * root[:, None], hasconst=True)
-    coefficients: base.FloatArray = np.asarray(
-        whitened.fit_regularized(method="elastic_net", alpha=penalties, L1_wt=0.0).params, dtype=np.float64)
+# Kept in numpy: a Huber step changes the weights of a few rows only, so the weighted normal
+# equations are the cached Gram matrix minus those rows' share, a tenth of the work of statsmodels'
+# ridge (``OLS.fit_regularized``), which takes an SVD of the whole design at every step.
+@functools.lru_cache(maxsize=4)
+def cached_gram(design: Design, start: int, step: int, count: int) -> base.FloatArray:
+    matrix = cached_matrix(design, start, step, count)
+    gram: base.FloatArray = matrix.T @ matrix
+    gram.setflags(write=False)
+    return gram
+
+
+def _robust_ridge(rows: base.FloatArray, target: base.FloatArray, gram: base.FloatArray,
+                  penalties: base.FloatArray) -> base.FloatArray:
+    """Ridge least squares, then ``REWEIGHTS`` Huber reweightings (statsmodels' ``HuberT`` weights
+    on a ``mad`` scale): the same estimate as statsmodels' ``fit_regularized(L1_wt=0)`` on rows
+    whitened by the weights' square root, ``(X'WX + n diag(penalties)) b = X'Wy``."""
+    regularised = gram + np.diag(rows.shape[0] * penalties)
+    moment = rows.T @ target
+    coefficients = np.asarray(np.linalg.solve(regularised, moment), dtype=np.float64)
+    for _ in range(REWEIGHTS):
+        weights = _huber_weights(target - rows @ coefficients)
+        lowered = np.flatnonzero(weights < 1.0)
+        shrink = 1.0 - weights[lowered]
+        part = rows[lowered]
+        coefficients = np.asarray(np.linalg.solve(regularised - (part * shrink[:, None]).T @ part,
+                                                  moment - part.T @ (shrink * target[lowered])), dtype=np.float64)
     return coefficients
 
 
@@ -170,16 +184,14 @@ def fit(training: base.Training, settings: base.Settings) -> Harmonic:
         holiday_level=training.calendar.learns_holidays and observed["holiday"] >= 1,
     )
     matrix = cached_matrix(design, start, step, z.shape[0])
-    rows, target = matrix[present], z[present]
+    rows, target = (matrix, z) if present.all() else (matrix[present], z[present])
     penalties = np.full(rows.shape[1], RIDGE * float(np.einsum("ij,ij->", rows, rows)) / rows.size)
     if design.holiday_column is not None:
         # A holiday's own level is shrunk towards the Sunday's as if one day of ordinary data
         # said "no difference": one holiday seen moves it half way, three holidays three quarters.
         penalties[design.holiday_column] = (series_.DAY // step) / rows.shape[0]
-    weights = np.ones(target.shape[0])
-    coefficients = _ridge(rows, target, weights, penalties)
-    for _ in range(REWEIGHTS):
-        coefficients = _ridge(rows, target, _huber_weights(target - rows @ coefficients), penalties)
+    gram = cached_gram(design, start, step, z.shape[0]) if rows.shape[0] == z.shape[0] else rows.T @ rows
+    coefficients = _robust_ridge(rows, target, gram, penalties)
     if design.weekday_levels:
         # A weekday never observed has no level of its own (the ridge leaves it near 0, which
         # would forecast no demand): it gets the average level of the days that were seen.
