@@ -5,7 +5,11 @@ so any row can be reproduced alone. Figures depend on the machine only for the t
 part starts the local stack and runs the operator against 1,000 ClinicalSLOs (``--skip-cluster``
 leaves it out; ``--only-scale`` runs only that part and replaces only its section). The
 "Generalisation" section (rolling time splits and quantile calibration, ``bench/generalise.py``)
-takes a few minutes on 2 cores; ``--skip-generalise`` leaves it out.
+takes a few minutes on 2 cores; ``--skip-generalise`` leaves it out. The "Holidays" section
+(forecast error around public holidays and a picture of a holiday week, ``bench/holiday_effect.py``)
+takes a few minutes more; ``--skip-holidays`` leaves it out. The "Cost and unmet demand" section (each
+policy's cost knob swept on two traces, ``bench/frontier.py``) takes about ten minutes; ``--skip-frontier``
+leaves it out.
 """
 
 from __future__ import annotations
@@ -104,6 +108,8 @@ def main() -> int:
             print(output, flush=True)
             sections.append((name, " ".join(command).replace(f"{scratch}/", "out/"), output))
         generalisation = None if "--skip-generalise" in sys.argv else _generalise(pathlib.Path(scratch))
+        holidays = None if "--skip-holidays" in sys.argv else _holidays(pathlib.Path(scratch))
+        frontier = None if "--skip-frontier" in sys.argv else _frontier(pathlib.Path(scratch))
         throughput_json = pathlib.Path(scratch) / "throughput.json"
         command = [sys.executable, "bench/throughput.py", "--series", "1000", "--naive-series", "30",
                    "--json", str(throughput_json)]
@@ -111,7 +117,7 @@ def main() -> int:
         print(_run(command), flush=True)
         figures = json.loads(throughput_json.read_text())
         scale = None if "--skip-cluster" in sys.argv else _scale_runs(pathlib.Path(scratch))
-    _write(sections, figures, scale, generalisation)
+    _write(sections, figures, scale, generalisation, holidays, frontier=frontier)
     print(f"wrote {ROOT / 'BENCHMARKS.md'}")
     return 0
 
@@ -129,6 +135,26 @@ def _generalise(scratch: pathlib.Path) -> list[str]:
     return markdown.read_text().rstrip("\n").splitlines() + [""]
 
 
+def _holidays(scratch: pathlib.Path) -> list[str]:
+    """The "Holidays" section and docs/bench/holiday-week.png, as bench/holiday_effect.py writes them."""
+    markdown = scratch / "holidays.md"
+    command = [sys.executable, "bench/holiday_effect.py", "--jobs", GENERALISE_JOBS, "--plot", "docs/bench/holiday-week.png",
+               "--markdown", str(markdown)]
+    print("$", " ".join(command), flush=True)
+    print(_run(command), flush=True)
+    return markdown.read_text().rstrip("\n").splitlines() + [""]
+
+
+def _frontier(scratch: pathlib.Path) -> list[str]:
+    """The "Cost and unmet demand: the frontier" section and docs/bench/frontier-*.png, as bench/frontier.py
+    writes them (its command is in it)."""
+    markdown = scratch / "frontier.md"
+    command = [sys.executable, "bench/frontier.py", "--jobs", GENERALISE_JOBS, "--markdown", str(markdown)]
+    print("$", " ".join(command), flush=True)
+    print(_run(command), flush=True)
+    return markdown.read_text().rstrip("\n").splitlines() + [""]
+
+
 def _ratio(ours: str, reference: str) -> str:
     """healthscale's unmet demand over the reference's, as in the goals ("0.24x"; below 1 is better),
     from the table's figures; n/a when both round to 0.00%."""
@@ -138,7 +164,8 @@ def _ratio(ours: str, reference: str) -> str:
 
 
 def _write(sections: list[tuple[str, str, str]], figures: dict[str, float],
-           scale: dict[str, dict[str, float]] | None, generalisation: list[str] | None = None) -> None:
+           scale: dict[str, dict[str, float]] | None, generalisation: list[str] | None = None,
+           holidays: list[str] | None = None, frontier: list[str] | None = None) -> None:
     lines = [
         "# Benchmarks",
         "",
@@ -201,7 +228,9 @@ def _write(sections: list[tuple[str, str, str]], figures: dict[str, float],
                  if line.startswith(("healthscale's reasons", "forecast calibration", "note:"))]
         lines += [f"### {name}", "", "```", command, "```", "", *table, "", *"\n\n".join(extra).splitlines(), "",
                   f"![{name}](docs/bench/{name}.png)", ""]
+    lines += frontier or []
     lines += generalisation or []
+    lines += holidays or []
     lines += [
         "## Forecasting throughput (one core)",
         "",
@@ -227,8 +256,8 @@ def _write(sections: list[tuple[str, str, str]], figures: dict[str, float],
     ]
     lines += _kept_section(INSTALL_SIZE_HEADER)
     lines += _kept_section(ADMISSION_HEADER)
-    if scale is not None:
-        lines += _scale_lines(scale)
+    # --skip-cluster keeps the last measured scale section (its date and command are in it).
+    lines += _scale_lines(scale) if scale is not None else _kept_section(SCALE_HEADER)
     (ROOT / "BENCHMARKS.md").write_text("\n".join(lines))
 
 

@@ -32,7 +32,7 @@ spec:
     window: 28d
   indicators:
     demand: sum(rate(http_requests_total{service="ehr-api"}[5m]))
-    latency: histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{service="ehr-api"}[5m])))
+    latencyHistogram: http_request_duration_seconds_bucket{service="ehr-api"}
     errors: sum(rate(http_requests_total{service="ehr-api",code=~"5.."}[5m]))
     total: sum(rate(http_requests_total{service="ehr-api"}[5m]))
   capacity: {perReplica: 40, minReplicas: 2, maxReplicas: 60, startupSeconds: 120, headroomPercent: 10}

@@ -96,6 +96,37 @@ def _residency(residency: clinicalslo.ResidencyStatus) -> list[str]:
     return lines
 
 
+def _objective(label: str, objective: clinicalslo.ObjectiveStatus, what: str) -> str:
+    target = f"objective {objective.target:g}%{what}" if objective.target is not None else f"objective -{what}"
+    compliance = f"compliance {objective.compliance * 100:.3f}%" if objective.compliance is not None else "compliance -"
+    budget = (f"{objective.error_budget_remaining * 100:.1f}% of the error budget left"
+              if objective.error_budget_remaining is not None else "error budget -")
+    rates = ", ".join(f"{window} {rate:.3g}x" for window, rate in sorted(objective.burn_rates.items()))
+    return f"  {label:<15}{target}: {compliance}, {budget}" + (f"; burn rates {rates}" if rates else "")
+
+
+def _objectives(status: clinicalslo.ClinicalSLOStatus, spec: Mapping[str, Any]) -> list[str]:
+    """Each objective's compliance, budget and burn rates; an older operator's top-level error
+    budget when it wrote no objectives."""
+    measured = status.objectives
+    if measured is None:
+        if status.error_budget_remaining is None and not status.burn_rates:
+            return []
+        budget = (f"{status.error_budget_remaining * 100:.1f}% remaining"
+                  if status.error_budget_remaining is not None else "-")
+        rates = ", ".join(f"{window} {rate:.3g}x" for window, rate in sorted(status.burn_rates.items()))
+        return [f"  Error budget:  {budget}" + (f"; burn rates {rates}" if rates else "")]
+    lines = []
+    if measured.availability is not None:
+        lines.append(_objective("Availability:", measured.availability, ""))
+    if measured.latency is not None:
+        threshold = _mapping(_mapping(spec.get("objectives")).get("latency")).get("thresholdSeconds")
+        under = f" under {threshold}s" if threshold is not None else ""
+        bucket = f" (bucket le={measured.latency.bucket})" if measured.latency.bucket else ""
+        lines.append(_objective("Latency:", measured.latency, under + bucket))
+    return lines
+
+
 def describe(resource: Mapping[str, Any], now: dt.datetime) -> str:
     """The latest decision of one ClinicalSLO (its JSON as the API server returns it), for a person."""
     metadata, spec = _mapping(resource.get("metadata")), _mapping(resource.get("spec"))
@@ -135,11 +166,7 @@ def describe(resource: Mapping[str, Any], now: dt.datetime) -> str:
         + (f", forecast error (MASE) {status.forecast_error:.3g}" if status.forecast_error is not None else ""),
         f"  Next surge:    {status.next_surge or '-'}",
     ]
-    if status.error_budget_remaining is not None or status.burn_rates:
-        budget = (f"{status.error_budget_remaining * 100:.1f}% remaining"
-                  if status.error_budget_remaining is not None else "-")
-        rates = ", ".join(f"{window} {rate:.3g}x" for window, rate in sorted(status.burn_rates.items()))
-        lines.append(f"  Error budget:  {budget}" + (f"; burn rates {rates}" if rates else ""))
+    lines += _objectives(status, spec)
     lines += ["", "Conditions:", *_conditions(status.conditions, now)]
     lines += ["", "Changed by healthscale (put back on deletion, in Preview, or when targetRef moves):",
               *_originals(status)]

@@ -65,6 +65,11 @@ class Metrics(Protocol):
         """The query's series now: (labels, value)."""
         ...
 
+    def label_values(self, label: str, selector: str, start: int, end: int) -> list[str]:
+        """The values ``label`` takes on the series ``selector`` matches within ``[start, end]``
+        (e.g. a histogram's bucket boundaries, ``le``)."""
+        ...
+
 
 @dataclasses.dataclass(frozen=True)
 class Hpa:

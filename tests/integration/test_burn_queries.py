@@ -1,4 +1,5 @@
-"""Burn-rate reads against the local stack's real Prometheus: short windows every cycle, long ones reused.
+"""Burn-rate reads against the local stack's real Prometheus: short windows every cycle, long ones reused;
+and the latency objective read from a real histogram that Prometheus scrapes.
 
 At a thousand ClinicalSLOs with error indicators, re-reading every window each minute would send
 Prometheus 16,000 subqueries a minute, 2,000 of them over the whole 28-day SLO window.
@@ -6,11 +7,20 @@ Prometheus 16,000 subqueries a minute, 2,000 of them over the whole 28-day SLO w
 
 from __future__ import annotations
 
+import http.server
+import json
+import os
+import threading
 import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from clusterlib import DevCluster, RecordingPrometheus
+from clusterlib import DevCluster, RecordingPrometheus, wait_until
 from healthscale.api import clinicalslo, manifests
 from healthscale.domain import slo
 from healthscale.service import cycle
@@ -75,3 +85,114 @@ def test_editing_an_indicator_reads_every_window_of_it_again(devcluster: DevClus
     new_errors_reads = [query for query in client.queries if query.startswith("avg_over_time((vector(1))[")]
     assert _windows(new_errors_reads) == {*slo.WINDOW_SECONDS, 28 * 86400}
     assert not any("vector(0.5)" in query for query in memory.burn_values)  # nothing of the old query is kept
+
+
+# ------------------------------------------------------------------------ latency from a real histogram
+
+RUN = f"{os.getpid()}-{int(time.time())}"
+HISTOGRAM = f'healthscale_it_request_seconds_bucket{{run="{RUN}"}}'
+BUCKETS = (("0.1", 0), ("0.5", 0), ("1.5", 8), ("5", 10), ("+Inf", 10))
+"""le -> requests a second at or under it: 8 of every 10 requests take 1 s, 2 take 3 s."""
+
+
+class HistogramExporter:
+    """A classic Prometheus histogram on loopback whose counts grow at fixed rates: 80% of requests
+    are under 1.5 s by construction, whenever Prometheus scrapes it."""
+
+    def __init__(self) -> None:
+        started = time.monotonic()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                elapsed = 1000.0 + time.monotonic() - started
+                lines = ["# TYPE healthscale_it_request_seconds histogram"]
+                lines += [f'healthscale_it_request_seconds_bucket{{run="{RUN}",le="{le}"}} {rate * elapsed:.3f}'
+                          for le, rate in BUCKETS]
+                lines += [f'healthscale_it_request_seconds_count{{run="{RUN}"}} {10 * elapsed:.3f}',
+                          f'healthscale_it_request_seconds_sum{{run="{RUN}"}} {14 * elapsed:.3f}']
+                body = ("\n".join(lines) + "\n").encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def prometheus_value(devcluster: DevCluster, query: str) -> float | None:
+    url = f"{devcluster.prometheus_url}/api/v1/query?{urllib.parse.urlencode({'query': query})}"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        result = json.loads(response.read())["data"]["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
+@pytest.fixture(scope="module")
+def histogram(devcluster: DevCluster) -> Iterator[HistogramExporter]:
+    serving = HistogramExporter()
+    targets = Path(devcluster.env["DEVCLUSTER_PROMETHEUS_TARGETS_DIR"]) / f"latency-{RUN}.json"
+    targets.write_text(json.dumps([{"targets": [f"127.0.0.1:{serving.port}"], "labels": {"job": f"latency-{RUN}"}}]))
+    try:
+        # rate() needs two scrapes of the +Inf bucket.
+        wait_until("Prometheus having two scrapes of the histogram", lambda: prometheus_value(
+            devcluster, f'count_over_time(healthscale_it_request_seconds_bucket{{run="{RUN}",le="+Inf"}}[5m]) >= 2'),
+            timeout=120)
+        yield serving
+    finally:
+        targets.unlink(missing_ok=True)
+        serving.close()
+
+
+def _latency_spec(threshold: float) -> clinicalslo.ClinicalSLOSpec:
+    return manifests.parse(clinicalslo.ClinicalSLO, {
+        "apiVersion": "healthscale.io/v1alpha1", "kind": "ClinicalSLO",
+        "metadata": {"name": "triage", "namespace": "default"},
+        "spec": {
+            "journey": "ED triage screens",
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "triage"},
+            "indicators": {"demand": "vector(1)", "latencyHistogram": HISTOGRAM},
+            "objectives": {"latency": {"percentile": 95, "thresholdSeconds": threshold}, "window": "28d"},
+            "capacity": {"perReplica": 1, "minReplicas": 1, "maxReplicas": 10, "startupSeconds": 60},
+        },
+    }).spec
+
+
+def test_the_latency_objective_of_a_real_histogram_matches_what_prometheus_computes(
+        devcluster: DevCluster, histogram: HistogramExporter) -> None:
+    client = RecordingPrometheus(devcluster.prometheus_url)
+
+    def measured_over_the_window() -> cycle.Measured | None:
+        found = cycle.measure(client, _latency_spec(1.5), cycle.Memory(), int(time.time()), MINUTE)[slo.LATENCY]
+        return found if found.report is not None and found.report.compliance is not None else None
+
+    # The window's average steps at 5m: it has a value once a 5m-aligned instant has two scrapes behind it.
+    latency = wait_until("the 28d compliance of the new histogram", measured_over_the_window, timeout=480, pause=15)
+    assert latency.report is not None
+    assert latency.bucket == "1.5"
+    # 20% of requests over 1.5 s against the 5% the objective allows: a burn of 4x, compliance 80%.
+    assert latency.report.compliance == pytest.approx(0.8, rel=1e-3)
+    assert latency.report.budget_remaining == pytest.approx(-3.0, rel=1e-3)
+    raw = prometheus_value(devcluster, f'1 - sum(rate(healthscale_it_request_seconds_bucket{{run="{RUN}",le="1.5"}}[5m]))'
+                                       f' / sum(rate(healthscale_it_request_seconds_bucket{{run="{RUN}",le="+Inf"}}[5m]))')
+    assert raw is not None
+    assert latency.report.rates["5m"] == pytest.approx(raw / 0.05, rel=1e-3)
+    assert latency.report.rates["5m"] == pytest.approx(4.0, rel=1e-3)
+    assert not latency.report.fast_burn
+
+
+def test_a_threshold_between_buckets_of_a_real_histogram_names_the_boundaries(
+        devcluster: DevCluster, histogram: HistogramExporter) -> None:
+    measured = cycle.measure(RecordingPrometheus(devcluster.prometheus_url), _latency_spec(1.0), cycle.Memory(),
+                             int(time.time()), MINUTE)
+    latency = measured[slo.LATENCY]
+    assert (latency.report, latency.reason) == (None, "LatencyBucketMissing")
+    assert "thresholdSeconds 1 " in latency.message and "its boundaries are 0.1, 0.5, 1.5, 5, +Inf" in latency.message

@@ -624,3 +624,32 @@ def test_evict_mode_moves_pods_out_of_a_relabelled_node_only_as_their_budget_all
         and {pod.spec.node_name for pod in live_pods(api, namespace)} == {staying} else None)(
         placed(api, namespace, desired)), timeout=STEP_SECONDS * len(on_leaving) * 2 + 120)
     assert events(api, namespace, "ResidencyEvicted")
+
+
+# ------------------------------------------------------------------------- the operator's metrics
+
+
+def series_of(operator: Operator, namespace: str, name: str) -> list[str]:
+    """The lines of the operator's /metrics (what Prometheus scrapes) that are this ClinicalSLO's."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return [line for line in text.splitlines() if not line.startswith("#")
+            and f'namespace="{namespace}"' in line and f'clinicalslo="{name}"' in line]
+
+
+def test_a_deleted_clinicalslos_series_leave_the_operators_metrics(
+        api: k8s_client.ApiClient, operator: Operator, namespaces: Namespaces) -> None:
+    namespace = namespaces()
+    deployment(api, namespace, replicas=1)
+    create(api, slo_manifest(namespace, EU))
+    lines = wait_until("its plan and residency series on /metrics", lambda: (
+        lambda found: found if any(line.startswith("healthscale_desired_replicas{") for line in found)
+        and any(line.startswith("healthscale_residency_compliant{") for line in found) else None)(
+        series_of(operator, namespace, "ed-triage")), timeout=STEP_SECONDS + 60)
+    assert any(line.startswith("healthscale_decision_reason{") for line in lines)
+    custom = k8s_client.CustomObjectsApi(api)
+    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "clinicalslos", "ed-triage")
+    wait_until("the ClinicalSLO gone", lambda: not custom.list_namespaced_custom_object(
+        GROUP, VERSION, namespace, "clinicalslos")["items"], timeout=60)
+    left = series_of(operator, namespace, "ed-triage")
+    assert left == [], f"series of the deleted ClinicalSLO still exported: {left}"

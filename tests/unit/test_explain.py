@@ -130,3 +130,28 @@ def test_no_forecast_and_no_records_are_said_plainly() -> None:
 def test_ages_read_like_kubectl() -> None:
     assert [explain.age(seconds) for seconds in (0, 59, 60, 119, 7199, 7200, 172799, 172800, -90)] == [
         "0s", "59s", "1m", "1m", "119m", "2h", "47h", "2d", "in 1m"]
+
+
+def test_each_objective_is_shown_with_its_compliance_budget_and_burn_rates() -> None:
+    resource = copy.deepcopy(RESOURCE)
+    resource["spec"]["objectives"] = {"latency": {"percentile": 95, "thresholdSeconds": 1.5}}
+    resource["status"]["objectives"] = {
+        "availability": {"target": 99.9, "compliance": 0.99987, "errorBudgetRemaining": 0.873,
+                         "burnRates": {"1h": 0.5, "5m": 1.25}},
+        "latency": {"target": 95, "compliance": 0.2, "errorBudgetRemaining": -15.0, "bucket": "1.5",
+                    "burnRates": {"1h": 16.0, "5m": 16.0}},
+    }
+    text = explain.describe(resource, NOW)
+    assert ("  Availability:  objective 99.9%: compliance 99.987%, 87.3% of the error budget left; "
+            "burn rates 1h 0.5x, 5m 1.25x\n") in text
+    assert ("  Latency:       objective 95% under 1.5s (bucket le=1.5): compliance 20.000%, -1500.0% of the error "
+            "budget left; burn rates 1h 16x, 5m 16x\n") in text
+    assert "Error budget:" not in text, "the deprecated top-level fields are not shown twice"
+
+
+def test_an_objective_not_measured_yet_shows_dashes() -> None:
+    resource = copy.deepcopy(RESOURCE)
+    resource["status"]["objectives"] = {"latency": {"target": 95}}
+    text = explain.describe(resource, NOW)
+    assert "  Latency:       objective 95%: compliance -, error budget -\n" in text
+    assert "Availability:" not in text

@@ -55,8 +55,10 @@ def surge_window(name: str = "morning-rounds", *, multiplier: float = 1.0, min_r
 
 def inputs(current_replicas: int = 2, current_demand: float | None = None,
            forecast: base.Outcome = NO_FORECAST, surges: tuple[calendar.Window, ...] = (),
-           fast_burn: bool = False) -> planning.Inputs:
-    return planning.Inputs(NOW, current_replicas, current_demand, forecast, surges, fast_burn)
+           fast_burn: bool = False, burning: str = "availability", ready_replicas: int | None = None) -> planning.Inputs:
+    burns = (planning.Burn(burning, "1h/5m at 20.0x/30.0x (>= 14.4x)"),) if fast_burn else ()
+    return planning.Inputs(NOW, current_replicas, current_demand, forecast, surges, burns,
+                           ready_replicas=ready_replicas)
 
 
 # --- Which signal wins ----------------------------------------------------------------------------------
@@ -236,13 +238,46 @@ def test_without_a_forecast_replicas_above_the_maximum_come_down_to_it() -> None
     assert decision.guards == (f"scale-down held: no forecast ({NO_FORECAST.reason})",)
 
 
-def test_a_fast_burn_holds_scale_down() -> None:
+@pytest.mark.parametrize("objective", ["availability", "latency"],
+                         ids=["an availability burn holds scale-down", "a latency burn holds scale-down"])
+def test_a_fast_burn_holds_scale_down(objective: str) -> None:
     decision, _ = planning.plan(POLICY, inputs(current_replicas=10, current_demand=20.0,
-                                               forecast=flat_forecast(30.0, 33.0), fast_burn=True))
+                                               forecast=flat_forecast(30.0, 33.0), fast_burn=True, burning=objective))
     # Planned demand (max(33, 30 x 1.1) = 33) with a quarter more for the burn asks for 5; the burn holds all 10.
     assert decision.recommended == 5
     assert decision.desired_replicas == 10
-    assert decision.guards == ("scale-down held: error budget burning fast",)
+    assert decision.guards == (f"scale-down held: error budget burning fast ({objective} 1h/5m at 20.0x/30.0x "
+                               "(>= 14.4x))",)
+
+
+def test_the_guard_names_every_objective_that_burns() -> None:
+    burns = (planning.Burn("availability", "1h/5m"), planning.Burn("latency", "6h/30m"))
+    decision, _ = planning.plan(POLICY, planning.Inputs(NOW, 10, 20.0, flat_forecast(30.0, 33.0), (), burns))
+    assert decision.guards == ("scale-down held: error budget burning fast (availability 1h/5m, latency 6h/30m)",)
+    assert "availability 1h/5m, latency 6h/30m" in decision.explanation()
+
+
+@pytest.mark.parametrize(
+    ("burning", "demand", "ready", "note"),
+    [
+        pytest.param("latency", 60.0, 10, "perReplica looks too high: the latency objective burns fast at 6 per ready "
+                     "replica (demand 60 over 10 ready), below perReplica 10",
+                     id="a latency burn at 6 per ready replica, below perReplica 10, says perReplica looks too high"),
+        pytest.param("latency", 100.0, 10, None,
+                     id="a latency burn at exactly perReplica per ready replica is load, not a wrong perReplica"),
+        pytest.param("latency", 150.0, 10, None, id="a latency burn above perReplica per replica is overload"),
+        pytest.param("availability", 60.0, 10, None, id="an availability burn says nothing about perReplica"),
+        pytest.param("latency", 60.0, 0, None, id="no ready replica gives no load per replica to judge by"),
+        pytest.param("latency", None, 10, None, id="unknown demand gives no load per replica to judge by"),
+    ],
+)
+def test_a_latency_burn_below_per_replica_says_per_replica_looks_too_high(
+        burning: str, demand: float | None, ready: int, note: str | None) -> None:
+    decision, _ = planning.plan(POLICY, inputs(current_replicas=10, current_demand=demand,
+                                               forecast=flat_forecast(60.0, 66.0), fast_burn=True, burning=burning,
+                                               ready_replicas=ready))
+    assert decision.notes == ((note,) if note else ())
+    assert (note is not None and note in decision.explanation()) or "perReplica looks" not in decision.explanation()
 
 
 @pytest.mark.parametrize(

@@ -109,7 +109,8 @@ levels = st.floats(0.0, 20000.0)
 
 def plan(policy: planning.Policy, current: int, demand: float | None, outcome: base.Outcome,
          surges: tuple[calendar.Window, ...], memory: planning.Memory, fast_burn: bool = False) -> planning.Decision:
-    decision, _ = planning.plan(policy, planning.Inputs(NOW, current, demand, outcome, surges, fast_burn), memory)
+    burns = (planning.Burn("availability"),) if fast_burn else ()
+    decision, _ = planning.plan(policy, planning.Inputs(NOW, current, demand, outcome, surges, burns), memory)
     return decision
 
 

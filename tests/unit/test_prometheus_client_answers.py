@@ -427,3 +427,31 @@ def test_a_server_that_hangs_up_is_unavailable() -> None:
 def test_a_bad_url_is_unavailable(url: str) -> None:
     with prometheus.Client(url) as client:
         assert failure(lambda: client.range("q", 0, 60, 60)).reason == "PrometheusUnavailable"
+
+
+def test_label_values_ask_for_the_series_of_the_selector_in_the_range(fake: FakePrometheus,
+                                                                      client: prometheus.Client) -> None:
+    fake.reply = Reply(body=success(["0.1", "1.5", "+Inf"]))
+    selector = 'http_request_duration_seconds_bucket{service="ehr-api"}'
+    assert client.label_values("le", selector, 1_700_000_000, 1_700_003_600) == ["0.1", "1.5", "+Inf"]
+    path, params, _ = fake.requests[-1]
+    assert path == "/api/v1/label/le/values"
+    assert params == {"match[]": selector, "start": "1700000000", "end": "1700003600"}
+
+
+@pytest.mark.parametrize(
+    ("label", "body", "reason"),
+    [
+        pytest.param("le", success([1.5, "+Inf"]), "BadResponse", id="label values that are not strings are a bad answer"),
+        pytest.param("le", success({"le": []}), "BadResponse", id="an object where a list belongs is a bad answer"),
+        pytest.param("le", error("error", "bad_data", "1:5: parse error"), "InvalidQuery",
+                     id="a selector Prometheus cannot parse is an invalid query"),
+        pytest.param("le/../../query", success([]), "InvalidQuery", id="a label name that is not one is never sent"),
+    ],
+)
+def test_bad_label_values_answers_are_metrics_errors(fake: FakePrometheus, client: prometheus.Client, label: str,
+                                                     body: Any, reason: str) -> None:
+    fake.reply = Reply(status=400 if reason == "InvalidQuery" and label == "le" else 200, body=body)
+    with pytest.raises(ports.MetricsError) as caught:
+        client.label_values(label, "x_bucket", 0, 1)
+    assert caught.value.reason == reason

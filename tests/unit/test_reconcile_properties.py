@@ -22,7 +22,7 @@ import dataclasses
 import warnings
 from typing import Any
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from healthscale import ports
 from reconcile_fakes import HPA, NOW, Harness, at, refused, schedule, slo
@@ -222,6 +222,10 @@ class Run:
 
 @settings(max_examples=100, deadline=None)
 @given(scenarios())
+# Found by hypothesis: the HPA goes, the Deployment is re-created (replicas 1), and the old HPA's
+# floor (0) must not become the new Deployment's original.
+@example(Scenario(floor=1, min_replicas=0, max_replicas=1, replicas=(0, 0), start=-60,
+                  steps=[("toggle hpa", 0, 1), ("tick", 1), ("toggle hpa", 0, 1), ("recreate", 1), ("tick", 1)]))
 def test_floors_hold_and_release_puts_everything_back_whatever_fails(scenario: Scenario) -> None:
     run = Run(scenario)
     for step in scenario.steps:

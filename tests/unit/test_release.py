@@ -12,10 +12,11 @@ import io
 import time
 from typing import Any
 
+import prometheus_client
 import pytest
 
 from healthscale import cli, ports
-from healthscale.runtime import handlers, sweeper
+from healthscale.runtime import handlers, metrics, sweeper
 from healthscale.service import release
 
 NS = "ehr"
@@ -323,3 +324,20 @@ def test_the_sweeper_keeps_a_retryable_failure_for_the_next_pass_until_it_gives_
     outcome = sweeper.Sweeper(sweeper.Config(("hs-a",)), old, workloads, FakeNamespaces(set())).sweep(now)[0]
     assert outcome.released and outcome.unrestored
     assert ("Warning", "RestoreFailed") in [(type_, reason) for type_, reason, _ in old.events]
+
+
+def test_the_sweeper_forgets_the_series_of_what_it_releases() -> None:
+    # Kopf's deletion handler, which forgets them otherwise, never runs for these objects.
+    now = time.time()
+    metrics.DESIRED.labels("hs-a", "a").set(4)
+    metrics.CYCLE_ERRORS.labels("hs-a", "a", "ApiError").inc()
+    metrics.DESIRED.labels("hs-a", "kept").set(5)
+    slos = FakeSLOs([deleting_since("a", "hs-a", 5, now)])
+    assert [outcome.name for outcome in sweeper.Sweeper(
+        sweeper.Config(("hs-*",)), slos, FakeWorkloads(), FakeNamespaces({"hs-a"})).sweep(now)] == ["a"]
+    registry = prometheus_client.REGISTRY
+    assert registry.get_sample_value("healthscale_desired_replicas", {"namespace": "hs-a", "clinicalslo": "a"}) is None
+    assert registry.get_sample_value("healthscale_cycle_errors_total",
+                                     {"namespace": "hs-a", "clinicalslo": "a", "cause": "ApiError"}) is None
+    assert registry.get_sample_value("healthscale_desired_replicas", {"namespace": "hs-a", "clinicalslo": "kept"}) == 5
+    metrics.forget("hs-a", "kept")

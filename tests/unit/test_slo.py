@@ -7,7 +7,9 @@ allowance is 0.1%, so 1.44% errors burn the budget 14.4 times faster than sustai
 
 from __future__ import annotations
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from healthscale.domain import slo
 
@@ -260,3 +262,95 @@ def test_reuse_seconds(window: int, step: int, reused_for: int) -> None:
 def test_a_spread_staggers_rereads_without_extending_them(window: int, spread: float, reused_for: int) -> None:
     assert slo.reuse_seconds(window, MINUTE, spread) == reused_for
     assert slo.reuse_seconds(window, MINUTE, spread) <= slo.reuse_seconds(window, MINUTE)
+
+
+# --- One path for both objectives: rates to counts, compliance, the latency bucket ---------------------
+
+
+@pytest.mark.parametrize(
+    ("total_rate", "good_rate", "bad_rate", "expected"),
+    [
+        pytest.param(10.0, None, 0.5, slo.Counts(good=9.5 * 60, total=10.0 * 60),
+                     id="availability: 0.5 errors a second of 10 over a minute is 570 good of 600"),
+        pytest.param(10.0, None, None, slo.Counts(good=600.0, total=600.0),
+                     id="availability: no error series is no bad events"),
+        pytest.param(10.0, 9.0, None, slo.Counts(good=540.0, total=600.0),
+                     id="latency: 9 fast requests a second of 10 over a minute is 540 good of 600"),
+        pytest.param(10.0, 11.0, None, slo.Counts(good=600.0, total=600.0),
+                     id="latency: more fast than all (scrape skew) clips to all"),
+        pytest.param(-1.0, None, 0.0, slo.Counts(good=0.0, total=0.0),
+                     id="a negative rate (a counter reset mid-window) counts as no events"),
+        pytest.param(10.0, None, 12.0, slo.Counts(good=0.0, total=600.0),
+                     id="more errors than requests is all bad, never negative good"),
+    ],
+)
+def test_counts_of_rates(total_rate: float, good_rate: float | None, bad_rate: float | None,
+                         expected: slo.Counts) -> None:
+    assert slo.Counts.of_rates(total_rate, 60, good_rate=good_rate, bad_rate=bad_rate) == expected
+
+
+@pytest.mark.parametrize(
+    ("window", "compliance", "remaining"),
+    [
+        pytest.param(slo.Counts(good=9_995.0, total=10_000.0), 0.9995, 0.5,
+                     id="99.95% good against 99.9% is compliant with half the budget left"),
+        pytest.param(slo.Counts(good=9_980.0, total=10_000.0), 0.998, -1.0,
+                     id="99.8% good against 99.9% spent the budget twice over"),
+        pytest.param(slo.Counts(good=0.0, total=0.0), None, None, id="no events has no compliance"),
+    ],
+)
+def test_the_report_carries_compliance_over_the_slo_window(window: slo.Counts, compliance: float | None,
+                                                           remaining: float | None) -> None:
+    report = slo.evaluate(99.9, {}, window)
+    assert report.compliance == (pytest.approx(compliance) if compliance is not None else None)
+    assert report.budget_remaining == (pytest.approx(remaining) if remaining is not None else None)
+
+
+BOUNDARIES = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf"]
+
+
+@pytest.mark.parametrize(
+    ("threshold", "boundaries", "bucket"),
+    [
+        pytest.param(2.5, BOUNDARIES, "2.5", id="a threshold on a boundary picks that bucket's le as written"),
+        pytest.param(1.0, BOUNDARIES, "1", id="1 s picks le 1"),
+        pytest.param(0.1, ["0.1000001", "0.2"], "0.1000001", id="a boundary within 0.1% of the threshold matches"),
+        pytest.param(1.5, BOUNDARIES, None, id="1.5 s between the 1 and 2.5 buckets matches none"),
+        pytest.param(1.0, ["1.002", "+Inf"], None, id="a boundary 0.2% away is another boundary"),
+        pytest.param(1.0, [], None, id="no boundaries match nothing"),
+        pytest.param(1.0, ["NaN", "one", "+Inf"], None, id="unreadable or infinite boundaries never match"),
+        pytest.param(1.0, ["1.0", "1"], "1", id="of two spellings the exact one wins"),
+    ],
+)
+def test_the_latency_bucket_at_the_threshold(threshold: float, boundaries: list[str], bucket: str | None) -> None:
+    assert slo.bucket_at(threshold, boundaries) == bucket
+
+
+def test_boundaries_are_listed_in_numeric_order_for_messages() -> None:
+    assert slo.sorted_boundaries(["+Inf", "10", "2.5", "0.5", "2.5", "x"]) == ["0.5", "2.5", "10", "+Inf", "x"]
+
+
+rates = st.floats(0.0, 1e6, allow_nan=False)
+objectives = st.floats(50.0, 99.999)
+
+
+@hypothesis.given(objective=objectives, total=st.floats(1e-3, 1e6), bad=rates, more=rates)
+def test_the_burn_rate_is_monotone_in_bad_events(objective: float, total: float, bad: float, more: float) -> None:
+    fewer = slo.burn_rate(objective, slo.Counts.of_rates(total, 60, bad_rate=bad))
+    worse = slo.burn_rate(objective, slo.Counts.of_rates(total, 60, bad_rate=bad + more))
+    assert fewer is not None and worse is not None
+    assert worse >= fewer
+
+
+@hypothesis.given(objective=objectives, total=st.floats(1e-3, 1e6), good=rates)
+def test_good_events_and_bad_events_give_one_answer(objective: float, total: float, good: float) -> None:
+    # The latency SLI (good events) and the availability SLI (bad events) are the same arithmetic.
+    kept = min(good, total)
+    as_good = slo.evaluate(objective, {60: slo.Counts.of_rates(total, 60, good_rate=kept)},
+                           slo.Counts.of_rates(total, 1, good_rate=kept))
+    as_bad = slo.evaluate(objective, {60: slo.Counts.of_rates(total, 60, bad_rate=total - kept)},
+                          slo.Counts.of_rates(total, 1, bad_rate=total - kept))
+    assert as_good.rates["1m"] == pytest.approx(as_bad.rates["1m"], abs=1e-6)
+    assert as_good.compliance == pytest.approx(as_bad.compliance, abs=1e-9)
+    assert as_good.compliance is not None and 0.0 <= as_good.compliance <= 1.0
+    assert as_good.budget_remaining is not None and as_good.budget_remaining <= 1.0

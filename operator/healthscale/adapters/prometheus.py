@@ -1,6 +1,7 @@
 """Prometheus' HTTP API as ``ports.Metrics``: the only module that speaks to Prometheus.
 
-Owns the two query endpoints (``/api/v1/query`` and ``/api/v1/query_range``), their timeouts, the
+Owns the two query endpoints (``/api/v1/query`` and ``/api/v1/query_range``) and the label values
+endpoint (``/api/v1/label/NAME/values``, for a histogram's bucket boundaries), their timeouts, the
 circuit breaker one ``Client`` shares across threads, and turning every failure into
 ``ports.MetricsError``:
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -144,6 +146,16 @@ class Client:
             found.append(({str(name): str(value) for name, value in labels.items()}, float(pair[0, 1])))
         return found
 
+    def label_values(self, label: str, selector: str, start: int, end: int) -> list[str]:
+        """The values ``label`` takes on the series ``selector`` matches within ``[start, end]``."""
+        if not _LABEL_NAME.fullmatch(label):
+            raise ports.MetricsError("InvalidQuery", f"{label[:80]!r} is not a label name")
+        endpoint = f"label/{label}/values"
+        data = self._get(endpoint, {"match[]": selector, "start": start, "end": end})
+        if not isinstance(data, list) or not all(isinstance(value, str) for value in data):
+            raise _bad(f"{endpoint}'s data is {_kind(data)}, not a list of strings")
+        return list(data)
+
     def _get(self, endpoint: str, params: dict[str, Any]) -> Any:
         """The ``data`` of a successful answer; opens the breaker when Prometheus did not answer."""
         probe = self._breaker.enter()
@@ -207,6 +219,7 @@ class Client:
 
 
 _NOT_JSON = object()
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _NUMBER = (int, float)
 _SAMPLE = (str, int, float)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import functools
+import re
 import zoneinfo
 from typing import Annotated, ClassVar, Literal
 
@@ -125,12 +126,15 @@ class TargetRef(common.Model):
 
 
 class LatencyObjective(common.Model):
-    """A latency objective such as "95% of requests under 1.5 s"."""
+    """A latency objective such as "95% of requests under 1.5 s": the target share of good events,
+    measured by indicators.latencyHistogram or indicators.latencyGood."""
 
     percentile: float = pydantic.Field(gt=0, lt=100, allow_inf_nan=False)
-    """The percentile of requests that must be faster than the threshold, e.g. 95."""
+    """The share of requests (percent) that must be faster than the threshold, e.g. 95: the
+    latency objective's target ratio, against which its error budget is computed."""
     threshold_seconds: float = pydantic.Field(gt=0, le=86400, allow_inf_nan=False)
-    """The latency threshold in seconds, e.g. 1.5 (at most a day)."""
+    """The latency threshold in seconds, e.g. 1.5 (at most a day); with latencyHistogram, a bucket
+    boundary (le) of the histogram."""
 
 
 class Objectives(common.Model):
@@ -144,13 +148,33 @@ class Objectives(common.Model):
     """The SLO compliance window, e.g. 28d; between 1h and 90d."""
 
 
+HISTOGRAM_SELECTOR = r"^[a-zA-Z_:][a-zA-Z0-9_:]*_bucket(\{.*\})?$"
+"""A classic histogram's bucket series, optionally with label matchers: name_bucket{...}."""
+LATENCY_REPLACED = ("latency is no longer read: replace it with latencyHistogram (a histogram's bucket selector, "
+                    "e.g. http_request_duration_seconds_bucket{service=\"ehr-api\"}) or latencyGood (PromQL for the "
+                    "rate of requests faster than objectives.latency.thresholdSeconds)")
+LATENCY_EXCLUSIVE = "latencyHistogram and latencyGood are alternatives: give one of them"
+LATENCY_GOOD_TOTAL = "latencyGood needs total (the rate of all requests it is a share of)"
+HISTOGRAM_RULE = "latencyHistogram must select a histogram's bucket series: name_bucket or name_bucket{matchers}"
+LATENCY_MEASURED = "objectives.latency needs indicators.latencyHistogram or indicators.latencyGood to be measured"
+LATENCY_OBJECTIVE = ("indicators.latencyHistogram and indicators.latencyGood need objectives.latency "
+                     "(its thresholdSeconds and percentile)")
+
+
 class Indicators(common.Model):
     """PromQL queries for the journey's signals. Only demand is required."""
 
     demand: str = pydantic.Field(min_length=1, max_length=4096)
     """PromQL returning one series: demand in the unit of capacity.perReplica."""
-    latency: str | None = pydantic.Field(default=None, min_length=1, max_length=4096)
-    """PromQL returning the latency percentile in seconds."""
+    latency_histogram: str | None = pydantic.Field(default=None, min_length=1, max_length=4096)
+    """The latency histogram's bucket series, e.g. http_request_duration_seconds_bucket{service="ehr-api"}:
+    good events are the rate of its bucket at objectives.latency.thresholdSeconds, all events the
+    rate of its +Inf bucket. Alternative to latencyGood."""
+    latency_good: str | None = pydantic.Field(default=None, min_length=1, max_length=4096)
+    """PromQL returning the rate of requests faster than objectives.latency.thresholdSeconds, read
+    as a share of total. Alternative to latencyHistogram."""
+    latency: str | None = pydantic.Field(default=None, max_length=4096)
+    """Removed (it was never read): use latencyHistogram or latencyGood. Refused when set."""
     errors: str | None = pydantic.Field(default=None, min_length=1, max_length=4096)
     """PromQL returning the rate of bad events."""
     total: str | None = pydantic.Field(default=None, min_length=1, max_length=4096)
@@ -160,12 +184,25 @@ class Indicators(common.Model):
 
     crd_validations: ClassVar[list[dict[str, str]]] = [
         {"rule": "has(self.errors) == has(self.total)", "message": "errors and total must be given together"},
+        {"rule": "!has(self.latency)", "message": LATENCY_REPLACED},
+        {"rule": "!(has(self.latencyHistogram) && has(self.latencyGood))", "message": LATENCY_EXCLUSIVE},
+        {"rule": "!has(self.latencyGood) || has(self.total)", "message": LATENCY_GOOD_TOTAL},
+        {"rule": f"!has(self.latencyHistogram) || self.latencyHistogram.matches({HISTOGRAM_SELECTOR!r})",
+         "message": HISTOGRAM_RULE},
     ]
 
     @pydantic.model_validator(mode="after")
     def _errors_with_total(self) -> Indicators:
         if (self.errors is None) != (self.total is None):
             raise ValueError("errors and total must be given together")
+        if self.latency is not None:
+            raise ValueError(LATENCY_REPLACED)
+        if self.latency_histogram is not None and self.latency_good is not None:
+            raise ValueError(LATENCY_EXCLUSIVE)
+        if self.latency_good is not None and self.total is None:
+            raise ValueError(LATENCY_GOOD_TOTAL)
+        if self.latency_histogram is not None and not re.fullmatch(HISTOGRAM_SELECTOR, self.latency_histogram):
+            raise ValueError(f"{HISTOGRAM_RULE} (got {self.latency_histogram[:200]!r})")
         return self
 
 
@@ -287,7 +324,7 @@ class ClinicalSLOSpec(common.Model):
     objectives: Objectives = pydantic.Field(default_factory=Objectives)
     """Latency and availability objectives."""
     indicators: Indicators
-    """PromQL for demand (required), latency, errors, total and per-pod load."""
+    """PromQL for demand (required), the latency and availability indicators, and per-pod load."""
     capacity: Capacity
     """How demand maps to replicas."""
     forecast: Forecast = pydantic.Field(default_factory=Forecast)
@@ -296,6 +333,22 @@ class ClinicalSLOSpec(common.Model):
     """Scale-down stabilisation and step limits."""
     residency: Residency | None = None
     """Data residency: the regions the pods may run in."""
+
+    crd_validations: ClassVar[list[dict[str, str]]] = [
+        {"rule": "!has(self.objectives) || !has(self.objectives.latency) || has(self.indicators.latencyHistogram)"
+                 " || has(self.indicators.latencyGood)", "message": LATENCY_MEASURED},
+        {"rule": "(has(self.objectives) && has(self.objectives.latency)) || !(has(self.indicators.latencyHistogram)"
+                 " || has(self.indicators.latencyGood))", "message": LATENCY_OBJECTIVE},
+    ]
+
+    @pydantic.model_validator(mode="after")
+    def _latency_measured(self) -> ClinicalSLOSpec:
+        measured = self.indicators.latency_histogram is not None or self.indicators.latency_good is not None
+        if self.objectives.latency is not None and not measured:
+            raise ValueError(LATENCY_MEASURED)
+        if self.objectives.latency is None and measured:
+            raise ValueError(LATENCY_OBJECTIVE)
+        return self
 
 
 class OriginalScale(common.Model):
@@ -333,6 +386,9 @@ class Original(common.Model):
     scales: str | None = pydantic.Field(default=None, max_length=300)
     """For an HPA: the workload it scaled (Kind/name). Should the HPA disappear while healthscale
     holds its floor, this workload inherits the HPA's original floor as its own original."""
+    scales_uid: str | None = pydantic.Field(default=None, max_length=64)
+    """For an HPA: the uid of the workload it scaled. Only that object inherits the floor: a
+    workload re-created under the same name after the HPA went was never raised by healthscale."""
 
 
 class Recommendation(common.Model):
@@ -394,6 +450,31 @@ class ResidencyStatus(common.Model):
     """False when kubelets can set the region label on their own Node (see RegionLabelTrusted)."""
 
 
+class ObjectiveStatus(common.Model):
+    """One objective as measured over its window: its SLI, error budget and burn rates."""
+
+    target: float | None = None
+    """The objective's target share of good events, in percent (e.g. 99.9)."""
+    compliance: float | None = None
+    """Share of good events over objectives.window (0 to 1): the SLI ratio."""
+    error_budget_remaining: float | None = None
+    """Share of the error budget left over objectives.window (1 untouched, 0 spent, negative overspent)."""
+    burn_rates: dict[str, float] = pydantic.Field(default_factory=dict)
+    """Burn rate per window (5m, 30m, 1h, 2h, 6h, 1d, 3d): how many times faster than sustainable
+    the budget is spent."""
+    bucket: str | None = None
+    """latency with latencyHistogram: the bucket boundary (le) read as the threshold."""
+
+
+class ObjectivesStatus(common.Model):
+    """Each objective separately; an objective that is not measured is left out."""
+
+    availability: ObjectiveStatus | None = None
+    """From indicators.errors and total, against objectives.availability."""
+    latency: ObjectiveStatus | None = None
+    """From indicators.latencyHistogram or latencyGood, against objectives.latency.percentile."""
+
+
 class ClinicalSLOStatus(common.Model):
     """What healthscale observed and decided, written every cycle."""
 
@@ -402,8 +483,8 @@ class ClinicalSLOStatus(common.Model):
     observed_generation: int | None = None
     """The .metadata.generation the status describes."""
     conditions: tuple[common.Condition, ...] = ()
-    """Ready, MetricsAvailable, Forecasting, DemandAnomaly, ResidencyCompliant, ResidencyCapacityShortfall
-    and RegionLabelTrusted."""
+    """Ready, MetricsAvailable, Forecasting, DemandAnomaly, AvailabilityObjectiveMet, LatencyObjectiveMet,
+    ResidencyCompliant, ResidencyCapacityShortfall and RegionLabelTrusted."""
     current_demand: float | None = None
     """Latest observed demand."""
     forecast_peak: float | None = None
@@ -426,10 +507,13 @@ class ClinicalSLOStatus(common.Model):
     """The forecasting model in use."""
     forecast_error: float | None = None
     """Recent forecast error (mean absolute scaled error)."""
+    objectives: ObjectivesStatus | None = None
+    """Each objective's compliance, error budget and burn rates (availability, latency)."""
     error_budget_remaining: float | None = None
-    """Share of the error budget left in the window (1 = untouched)."""
+    """Deprecated, use objectives.availability.errorBudgetRemaining (the same value; removed in a
+    later release)."""
     burn_rates: dict[str, float] = pydantic.Field(default_factory=dict)
-    """Error-budget burn rate per window (1h, 5m, 6h, 30m, 1d, 2h, 3d, 6h)."""
+    """Deprecated, use objectives.availability.burnRates (the same values; removed in a later release)."""
     original: OriginalScale | None = None
     """Deprecated: read from an older operator's status and moved to originals."""
     originals: tuple[Original, ...] = ()

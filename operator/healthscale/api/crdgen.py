@@ -106,12 +106,14 @@ def _structural(node: Any, definitions: dict[str, Any], rules: dict[str, list[di
             if schema.get("type") == "object" and "properties" in schema and "default" not in schema:
                 # Nested objects with defaults of their own get an empty default so that the API
                 # server fills in the inner defaults even when the user leaves the object out.
-                if name in _OBJECTS_DEFAULTED_WHEN_ABSENT:
+                if (node.get("title"), name) in _OBJECTS_DEFAULTED_WHEN_ABSENT:
                     schema["default"] = {}
     return result
 
 
-_OBJECTS_DEFAULTED_WHEN_ABSENT = {"objectives", "forecast", "scaleDown"}
+_OBJECTS_DEFAULTED_WHEN_ABSENT = {("ClinicalSLOSpec", "objectives"), ("ClinicalSLOSpec", "forecast"),
+                                  ("ClinicalSLOSpec", "scaleDown")}
+"""(model, field): the spec's objects with defaults of their own (status.objectives is not one)."""
 
 
 def _schema_for(model: type[pydantic.BaseModel]) -> dict[str, Any]:

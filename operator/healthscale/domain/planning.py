@@ -12,8 +12,10 @@ Forecast demand becomes replicas as ``ceil(max(quantile, point x (1 + headroom))
 headroom and the quantile do not stack. Current demand counts without headroom while a forecast
 exists (it wins on a real excursion) and with headroom when none does. The proposal is then
 clamped to ``maxReplicas`` and guarded on the way down: no scale-down without a forecast or
-during a fast error-budget burn, stabilisation to the highest recent proposal, and a step limit.
-The planner is pure: it receives ``now`` and returns the decision and its new memory.
+during a fast burn of either objective's error budget (availability or latency), stabilisation to
+the highest recent proposal, and a step limit. A fast latency burn while each ready replica serves
+less than ``perReplica`` adds a note that ``perReplica`` looks too high. The planner is pure: it
+receives ``now`` and returns the decision and its new memory.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from healthscale.api import clinicalslo
-from healthscale.domain import calendar, series
+from healthscale.domain import calendar, series, slo
 from healthscale.domain.forecast import base, holidays
 
 QUANTILE_BY_CRITICALITY = {
@@ -117,6 +119,16 @@ def forecast_settings(spec: clinicalslo.ClinicalSLOSpec, policy: Policy) -> base
 
 
 @dataclasses.dataclass(frozen=True)
+class Burn:
+    """An objective whose error budget burns fast (a page-level burn-rate pair fires), and how."""
+
+    objective: str
+    """availability or latency (``slo.OBJECTIVES``)."""
+    detail: str = ""
+    """The pairs firing, e.g. ``1h/5m at 20.1x/31.0x (>= 14.4x)``."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Inputs:
     """What the planner knows at ``now``."""
 
@@ -125,11 +137,18 @@ class Inputs:
     current_demand: float | None
     forecast: base.Outcome
     surges: Sequence[calendar.Window] = ()
-    fast_burn: bool = False
+    fast_burns: tuple[Burn, ...] = ()
+    """The objectives whose error budget burns fast: scale-down is held and headroom added."""
     demand_anomaly: bool = False
     """Demand has stayed above the forecast's band: lean on current demand, with headroom."""
     stale: base.NoForecast | None = None
     """Why the newest demand is too old to remove capacity on (``choice.staleness``)."""
+    ready_replicas: int | None = None
+    """Ready replicas of the target now: load per replica is current demand over them."""
+
+    @property
+    def fast_burn(self) -> bool:
+        return bool(self.fast_burns)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,13 +180,14 @@ class Decision:
     forecast_peak: float | None
     forecast_peak_time: int | None
     no_forecast: base.NoForecast | None
-
+    notes: tuple[str, ...] = ()
+    """What the decision suggests changing in the spec, e.g. that perReplica looks too high."""
 
     def explanation(self) -> str:
         """One sentence, e.g. ``12 replicas (was 8): forecast p90 demand 431 over the next 7m ...``."""
         text = f"{self.desired_replicas} replicas (was {self.current_replicas}): {self.reason} {self.winner.detail}"
-        if self.guards:
-            text += "; " + "; ".join(self.guards)
+        if self.guards or self.notes:
+            text += "; " + "; ".join((*self.guards, *self.notes))
         return text
 
 
@@ -306,7 +326,8 @@ def plan(policy: Policy, inputs: Inputs, memory: Memory = Memory()) -> tuple[Dec
             guards.append(f"scale-down held: stale data ({inputs.stale.reason})")
         elif inputs.fast_burn:
             desired = ceiling
-            guards.append("scale-down held: error budget burning fast")
+            burning = ", ".join(f"{burn.objective} {burn.detail}".strip() for burn in inputs.fast_burns)
+            guards.append(f"scale-down held: error budget burning fast ({burning})")
         else:
             stabilised = memory.highest_since(inputs.now - policy.stabilization_seconds)
             if stabilised is not None and stabilised > desired:
@@ -330,5 +351,20 @@ def plan(policy: Policy, inputs: Inputs, memory: Memory = Memory()) -> tuple[Dec
         forecast_peak=peak,
         forecast_peak_time=peak_time,
         no_forecast=no_forecast,
+        notes=_capacity_notes(policy, inputs),
     )
     return decision, memory.remember(inputs.now, recommended, max(policy.stabilization_seconds, 1))
+
+
+def _capacity_notes(policy: Policy, inputs: Inputs) -> tuple[str, ...]:
+    """A latency burn while each ready replica serves less than perReplica means replicas cannot
+    serve perReplica within the latency objective: the plan divides by too large a number."""
+    latency = next((burn for burn in inputs.fast_burns if burn.objective == slo.LATENCY), None)
+    if latency is None or inputs.current_demand is None or not inputs.ready_replicas:
+        return ()
+    load = inputs.current_demand / inputs.ready_replicas
+    if load >= policy.per_replica:
+        return ()
+    return (f"perReplica looks too high: the latency objective burns fast at {load:.4g} per ready replica "
+            f"(demand {inputs.current_demand:.4g} over {inputs.ready_replicas} ready), below perReplica "
+            f"{policy.per_replica:g}",)

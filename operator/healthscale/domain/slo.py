@@ -1,4 +1,8 @@
-"""SLO arithmetic: error budget remaining and multi-window, multi-burn-rate evaluation.
+"""SLO arithmetic: SLI ratios, error budget remaining and multi-window, multi-burn-rate evaluation.
+
+Both objectives, availability and latency, are ratios of good events to all events, and go
+through the same path here: event rates averaged over a window become ``Counts``
+(``Counts.of_rates``), and ``evaluate`` turns counts into compliance, budget and burn rates.
 
 Follows the Google SRE workbook scheme that Sloth and Pyrra generate as alerts: a burn rate is
 the observed error ratio over the ratio the objective allows; an alert fires when both its long
@@ -9,9 +13,13 @@ and its short window burn faster than its factor. The two page-level pairs (1h/5
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 
 HOUR = 3600
+AVAILABILITY, LATENCY = "availability", "latency"
+OBJECTIVES = (AVAILABILITY, LATENCY)
+"""The objectives a ClinicalSLO measures, as status, conditions and metrics name them."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +83,21 @@ class Counts:
         if self.total < 0 or self.good < 0:
             raise ValueError(f"event counts cannot be negative (good={self.good}, total={self.total})")
 
+    @staticmethod
+    def of_rates(total_rate: float, seconds: float, *, good_rate: float | None = None,
+                 bad_rate: float | None = None) -> Counts:
+        """Counts over ``seconds`` from average event rates: all events and either the good or the
+        bad ones (a missing bad rate is no bad events). Good events never exceed all events."""
+        total = max(0.0, total_rate)
+        good = total - max(0.0, bad_rate or 0.0) if good_rate is None else min(total, good_rate)
+        return Counts(good=max(0.0, good) * seconds, total=total * seconds)
+
+    @property
+    def compliance(self) -> float | None:
+        """Share of good events (the SLI); None when there were no events."""
+        ratio = self.error_ratio
+        return None if ratio is None else 1.0 - ratio
+
     @property
     def error_ratio(self) -> float | None:
         """Share of bad events; None when there were no events (no evidence either way)."""
@@ -125,6 +148,8 @@ class Report:
     rates: Mapping[str, float | None]
     alerts: tuple[Alert, ...]
     budget_remaining: float | None
+    compliance: float | None = None
+    """Share of good events over the SLO window (0 to 1)."""
 
     @property
     def fast_burn(self) -> bool:
@@ -147,4 +172,32 @@ def evaluate(objective_percent: float, counts_by_window: Mapping[int, Counts], s
         Alert(pair, rates.get(_label(pair.long)), rates.get(_label(pair.short))) for pair in BURN_WINDOWS
     )
     remaining = budget_remaining(objective_percent, slo_window) if slo_window is not None else None
-    return Report(rates, alerts, remaining)
+    return Report(rates, alerts, remaining, slo_window.compliance if slo_window is not None else None)
+
+
+BUCKET_TOLERANCE = 0.001
+"""A bucket boundary within 0.1% of the threshold is the threshold (le values are printed floats)."""
+
+
+def bucket_at(threshold_seconds: float, boundaries: Sequence[str]) -> str | None:
+    """The ``le`` label value (exactly as Prometheus has it) whose boundary is ``threshold_seconds``
+    within ``BUCKET_TOLERANCE``; None when no boundary is."""
+    found = []
+    for text in boundaries:
+        try:
+            value = float(text)
+        except ValueError:
+            continue  # not a boundary; Prometheus itself would not accept such an le
+        if math.isfinite(value) and math.isclose(value, threshold_seconds, rel_tol=BUCKET_TOLERANCE):
+            found.append((abs(value - threshold_seconds), text))
+    return min(found)[1] if found else None
+
+
+def sorted_boundaries(boundaries: Sequence[str]) -> list[str]:
+    """``le`` values in numeric order (+Inf last), for messages; unreadable ones at the end."""
+    def key(text: str) -> tuple[int, float, str]:
+        try:
+            return 0, float(text), text
+        except ValueError:
+            return 1, 0.0, text
+    return sorted(set(boundaries), key=key)

@@ -197,6 +197,7 @@ def tick(body: kopf.Body, status: kopf.Status, namespace: str | None, name: str,
         result = residency.run_cycle(memo, slo, schedules, now, runtime.ports, memory, previous, runtime.dry_run)
     except (kube.ApiError, kube.TargetNotFound) as error:  # the residency steps' reads and writes
         metrics.CYCLE_ERRORS.labels(slo.metadata.namespace, name, "ApiError").inc()
+        _forget_if_deleted(runtime, key, kwargs.get("stopped"))
         ready = events.condition(previous.conditions, "Ready", False, "ApiError", str(error),
                                  slo.metadata.generation, now)
         kept = tuple(item for item in previous.conditions if item.type != "Ready")
@@ -215,6 +216,7 @@ def tick(body: kopf.Body, status: kopf.Status, namespace: str | None, name: str,
     outcome = next((item for item in result.status.conditions if item.type == "Ready"), None)
     if outcome is not None and outcome.status != "True":
         metrics.CYCLE_ERRORS.labels(slo.metadata.namespace, name, outcome.reason).inc()
+    _forget_if_deleted(runtime, key, kwargs.get("stopped"))
     if result.decision is not None:
         decision = result.decision
         # Names and numbers only: nothing from the workload's requests reaches the log.
@@ -224,6 +226,18 @@ def tick(body: kopf.Body, status: kopf.Status, namespace: str | None, name: str,
             "guards": list(decision.guards)})
     if result.retry_after is not None:
         raise kopf.TemporaryError(outcome.message if outcome else "retrying", delay=result.retry_after)
+
+
+def _forget_if_deleted(runtime: Runtime, key: tuple[str, str], stopped: Any) -> None:
+    """Drop again what a cycle recorded if its ClinicalSLO was deleted while the cycle ran.
+
+    Kopf runs ``deleted`` while a timer's thread may still be in a cycle, but sets the timer's stop
+    flag (reason RESOURCE_DELETED) first: checked after the cycle recorded, the flag catches either
+    order, so the metrics ``deleted`` forgot do not come back."""
+    reason = getattr(stopped, "reason", None)
+    if reason is not None and kopf.DaemonStoppingReason.RESOURCE_DELETED in reason:
+        metrics.forget(*key)
+        runtime.memories.pop(key, None)
 
 
 @kopf.on.delete(GROUP, VERSION, "clinicalslos", retries=DELETE_RETRIES + 1)

@@ -1,15 +1,22 @@
 """The operator's own Prometheus metrics: what it decided for each ClinicalSLO, and how fast.
 
 Labels are namespace and ClinicalSLO name only, never anything from the workload's data; the
+objective metrics add the objective (availability, latency) and the burn-rate window; the
 residency metrics add the allowed region (configuration), the admission result and, for the
 namespace audit, the data class (phi, pii or unknown: never a value a pod author wrote). No metric
-is labelled with a pod name.
+is labelled with a pod name. ``healthscale_build_info`` carries versions (healthscale, Python, Kopf).
+``forget`` removes a gone ClinicalSLO's series from every metric defined here.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import platform
+
 import prometheus_client
 
+from healthscale.api import clinicalslo
+from healthscale.domain import slo
 from healthscale.service import audit, cycle
 from healthscale.service import residency
 
@@ -26,7 +33,20 @@ REASON = prometheus_client.Gauge(
 FORECASTING = prometheus_client.Gauge(
     "healthscale_forecast_available", "1 when the last cycle had a forecast, 0 when it had none", _LABELS)
 BUDGET = prometheus_client.Gauge(
-    "healthscale_error_budget_remaining", "Share of the SLO window's error budget left", _LABELS)
+    "healthscale_error_budget_remaining",
+    "Deprecated (healthscale_objective_error_budget_remaining{objective=\"availability\"}): share of the "
+    "availability objective's error budget left", _LABELS)
+COMPLIANCE = prometheus_client.Gauge(
+    "healthscale_objective_compliance", "Share of good events over the SLO window (0 to 1), by objective",
+    (*_LABELS, "objective"))
+OBJECTIVE_BUDGET = prometheus_client.Gauge(
+    "healthscale_objective_error_budget_remaining",
+    "Share of the objective's error budget left over the SLO window (1 untouched, negative overspent)",
+    (*_LABELS, "objective"))
+BURN_RATE = prometheus_client.Gauge(
+    "healthscale_objective_burn_rate",
+    "How many times faster than sustainable the objective's error budget is spent, by window",
+    (*_LABELS, "objective", "window"))
 FORECAST_ERROR = prometheus_client.Gauge(
     "healthscale_forecast_error", "Recent forecast error, mean absolute scaled (1 = as good as naive)", _LABELS)
 CYCLE_ERRORS = prometheus_client.Counter(
@@ -41,6 +61,19 @@ CYCLE_DELAY = prometheus_client.Histogram(
     "How long after its due time (last cycle + forecast.step) a ClinicalSLO was re-planned; "
     "a growing tail means the operator is not keeping up",
     buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600))
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout without installing (as the CLI says)
+        return "unknown"
+
+
+BUILD_INFO = prometheus_client.Gauge(
+    "healthscale_build_info", "Always 1; the labels say which healthscale, Python and Kopf this replica runs",
+    ("version", "python", "kopf"))
+BUILD_INFO.labels(_version("healthscale"), platform.python_version(), _version("kopf")).set(1)
 
 
 def record(namespace: str, name: str, result: cycle.Result) -> None:
@@ -63,23 +96,63 @@ def record(namespace: str, name: str, result: cycle.Result) -> None:
     budget = result.status.error_budget_remaining
     if budget is not None:
         BUDGET.labels(namespace, name).set(float(budget))
+    _record_objectives(namespace, name, result.status.objectives)
     if result.scaled:
         SCALE_ACTIONS.labels(namespace, name).inc()
 
 
+def _record_objectives(namespace: str, name: str, objectives: clinicalslo.ObjectivesStatus | None) -> None:
+    """Each objective's compliance, budget and burn rates; the series of an objective or window no
+    longer measured (removed from the spec, unreadable this cycle) are removed, not left stale."""
+    values: dict[prometheus_client.Gauge, dict[tuple[str, ...], float]] = {COMPLIANCE: {}, OBJECTIVE_BUDGET: {},
+                                                                           BURN_RATE: {}}
+    for objective in slo.OBJECTIVES:
+        item = getattr(objectives, objective, None) if objectives is not None else None
+        if item is None:
+            continue
+        if item.compliance is not None:
+            values[COMPLIANCE][(namespace, name, objective)] = item.compliance
+        if item.error_budget_remaining is not None:
+            values[OBJECTIVE_BUDGET][(namespace, name, objective)] = item.error_budget_remaining
+        for window, rate in item.burn_rates.items():
+            values[BURN_RATE][(namespace, name, objective, window)] = rate
+    for gauge, wanted in values.items():
+        for labels in _series(gauge, namespace, name) - wanted.keys():
+            gauge.remove(*labels)
+        for labels, value in wanted.items():
+            gauge.labels(*labels).set(float(value))
+
+
+def _series(gauge: prometheus_client.Gauge, namespace: str, name: str) -> set[tuple[str, ...]]:
+    """The label values of the gauge's series of one ClinicalSLO, as collected."""
+    names = ("namespace", "clinicalslo", "objective", "window")
+    found = set()
+    for family in gauge.collect():
+        for sample in family.samples:
+            if sample.labels.get("namespace") == namespace and sample.labels.get("clinicalslo") == name:
+                found.add(tuple(sample.labels[key] for key in names if key in sample.labels))
+    return found
+
+
+def _defined() -> list[prometheus_client.metrics.MetricWrapperBase]:
+    """Every metric this module defines: found, not listed, so that a metric added later is
+    forgotten with the others without anyone remembering to add it here."""
+    return [value for value in globals().values() if isinstance(value, prometheus_client.metrics.MetricWrapperBase)]
+
+
 def forget(namespace: str, name: str) -> None:
-    """Drop a deleted ClinicalSLO's series so dashboards do not show stale values."""
-    for gauge in (DESIRED, CURRENT, DEMAND, FORECAST_PEAK, FORECASTING, FORECAST_ERROR, BUDGET, SCALE_ACTIONS):
-        try:
-            gauge.remove(namespace, name)
-        except KeyError:
-            pass
-    for reason in REASONS:
-        try:
-            REASON.remove(namespace, name, reason)
-        except KeyError:
-            pass
-    forget_residency(namespace, name)
+    """Drop every series of a ClinicalSLO that is gone (deleted, or released by the sweeper), from
+    every metric labelled with namespace and clinicalslo whatever its other labels (cause, reason,
+    region, objective...), so that dashboards show no stale values and the operator keeps nothing
+    per deleted object."""
+    wanted = {"namespace": namespace, "clinicalslo": name}
+    for metric in _defined():
+        # Only metrics with a series of this object are touched: remove_by_labels refuses a metric
+        # without both labels, and collected samples tell, through public API, which ones have them.
+        if any(all(sample.labels.get(key) == value for key, value in wanted.items())
+               for family in metric.collect() for sample in family.samples):
+            metric.remove_by_labels(wanted)
+    _SHORTFALL_REGIONS.pop((namespace, name), None)
 
 
 # Data residency. Region labels are the policy's own values (configuration), never workload data.

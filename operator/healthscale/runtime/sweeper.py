@@ -29,6 +29,7 @@ import kopf
 
 from healthscale import ports
 from healthscale.adapters import kube
+from healthscale.runtime import metrics
 from healthscale.service import release
 
 SWEEP_SECONDS = 30.0
@@ -133,6 +134,9 @@ class Sweeper:
             outcome = release.release_one(self.workloads, self.slos, item, give_up=waited >= GIVE_UP_SECONDS,
                                           retries=0)
             logger.log(logging.INFO if outcome.ok else logging.WARNING, "sweeper released %s", outcome.line())
+            # Kopf no longer serves it (its deletion handler, which forgets, will not run): its
+            # series would otherwise stay at their last values until the operator restarts.
+            metrics.forget(outcome.namespace, outcome.name)
             done.append(outcome)
         return done
 

@@ -5,9 +5,11 @@
 3. ``records``: what healthscale changed before is kept, or put back (``restore.settle``);
 4. ``hold_floor``: in Active mode the target is raised to the floor *before* any metric is read,
    so a slow or broken Prometheus never delays a surge floor;
-5. ``observe``: demand history, forecast and burn rates. Every outcome is a value: a forecast, or
-   "no forecast" with its reason (PrometheusUnavailable, InvalidQuery, NonFiniteSample, StaleData,
-   ...), never an exception and never zero;
+5. ``observe``: demand history, forecast, and each objective's compliance, budget and burn rates
+   (availability and latency, through one path: ``measure``). Every outcome is a value: a
+   forecast, or "no forecast" with its reason (PrometheusUnavailable, InvalidQuery,
+   NonFiniteSample, StaleData, ...); an objective's report, or its reason (LatencyBucketMissing,
+   ...); never an exception and never zero;
 6. ``plan``: the planner's decision (pure);
 7. ``apply``: each field's original is saved to status before the field is first written;
 8. ``status``: the typed ``ClinicalSLOStatus`` the CRD is generated from.
@@ -30,7 +32,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from healthscale import ports
-from healthscale.api import clinicalslo, common, surgeschedule
+from healthscale.api import clinicalslo, common, durations, surgeschedule
 from healthscale.domain import calendar, history, planning, series, slo
 from healthscale.domain.forecast import base, choice
 from healthscale.service import events as events_
@@ -65,6 +67,8 @@ class Memory:
     last_cycle: int | None = None
     burn_values: dict[str, tuple[int, float | None]] = dataclasses.field(default_factory=dict)
     """SLO-window averages by PromQL: when read and the value, reused per ``slo.reuse_seconds``."""
+    buckets: dict[str, tuple[int, tuple[str, ...]]] = dataclasses.field(default_factory=dict)
+    """A latency histogram's bucket boundaries by selector: when read and the le values."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,44 +138,224 @@ def scalar(metrics: ports.Metrics, query: str) -> float | None:
     return found[0][1]
 
 
-def burn_report(metrics: ports.Metrics, spec: clinicalslo.ClinicalSLOSpec, memory: Memory, now: int,
-                step: int) -> slo.Report | None:
-    """Burn rates from the errors and total indicators (rates), averaged over each window.
+RATE_WINDOW = "5m"
+"""The rate() range healthscale puts in the queries it builds from indicators.latencyHistogram."""
+BOUNDARY_LOOKBACK = 3600
+"""A histogram's bucket boundaries are those of the series its selector matched in the last hour."""
 
-    Long windows' averages are reused for a while (``slo.reuse_seconds``): without that, every
-    ClinicalSLO would send Prometheus 16 subqueries a cycle, two of them over the whole SLO window.
-    """
-    errors, total = spec.indicators.errors, spec.indicators.total
-    if errors is None or total is None:
-        memory.burn_values = {}
-        return None
-    kept, used = memory.burn_values, {}
 
-    def average(indicator: str, seconds: int, resolution: str) -> float | None:
+@dataclasses.dataclass(frozen=True)
+class Sli:
+    """One objective's indicator as PromQL: the rate of good (or bad) events, and of all events."""
+
+    objective: str
+    percent: float
+    """The target share of good events, in percent."""
+    events: str
+    total: str
+    good: bool
+    """Whether ``events`` counts good events (latency) or bad ones (availability's errors)."""
+    bucket: str | None = None
+    """The histogram bucket (le) read as the latency threshold."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Measured:
+    """One objective this cycle: its report, or "no report" with the reason (a condition's)."""
+
+    objective: str
+    percent: float
+    report: slo.Report | None
+    reason: str = ""
+    message: str = ""
+    bucket: str | None = None
+
+
+def bucket_selector(selector: str, le: str) -> str:
+    """``name{matchers}`` with ``le="<le>"`` added to its matchers."""
+    name, brace, rest = selector.strip().partition("{")
+    matchers = rest.rstrip().removesuffix("}").strip().rstrip(",").strip() if brace else ""
+    value = le.replace("\\", "\\\\").replace('"', '\\"')
+    return f'{name}{{{matchers + ", " if matchers else ""}le="{value}"}}'
+
+
+def histogram_sli(selector: str, percent: float, le: str) -> Sli:
+    """Good events: the bucket at the threshold; all events: the +Inf bucket of the same series
+    (present in every classic histogram and scraped with the bucket, so good never exceeds all)."""
+    def rate(bucket: str) -> str:
+        return f"sum(rate({bucket_selector(selector, bucket)}[{RATE_WINDOW}]))"
+    return Sli(slo.LATENCY, percent, rate(le), rate("+Inf"), good=True, bucket=le)
+
+
+class _Averages:
+    """Window averages of indicators, reused per ``slo.reuse_seconds`` across cycles."""
+
+    def __init__(self, metrics: ports.Metrics, kept: dict[str, tuple[int, float | None]], now: int,
+                 step: int) -> None:
+        self.metrics, self.kept, self.now, self.step = metrics, kept, now, step
+        self.used: dict[str, tuple[int, float | None]] = {}
+
+    def __call__(self, indicator: str, seconds: int, resolution: str) -> float | None:
         query = f"avg_over_time(({indicator})[{seconds}s:{resolution}])"
-        earlier = kept.get(query)
+        earlier = self.kept.get(query)
         # A fixed spread per query (from its text) staggers re-reads across ClinicalSLOs.
         spread = zlib.crc32(query.encode()) / 2**32
-        if earlier is not None and now - earlier[0] < slo.reuse_seconds(seconds, step, spread):
-            used[query] = earlier
+        if earlier is not None and self.now - earlier[0] < slo.reuse_seconds(seconds, self.step, spread):
+            self.used[query] = earlier
         else:
-            used[query] = (now, scalar(metrics, query))
-        return used[query][1]
+            self.used[query] = (self.now, scalar(self.metrics, query))
+        return self.used[query][1]
 
+    def keep(self, indicators: Sequence[str]) -> None:
+        """Carry over what was kept of ``indicators`` (an objective whose reads failed this cycle)."""
+        prefixes = tuple(f"avg_over_time(({indicator})[" for indicator in indicators)
+        for query, value in self.kept.items():
+            if query.startswith(prefixes):
+                self.used.setdefault(query, value)
+
+
+def _counts(sli: Sli, events: float | None, total: float | None, seconds: int) -> slo.Counts | None:
+    if total is None or (sli.good and events is None):
+        return None  # no evidence (a good-events query that returns nothing is never "all bad")
+    if sli.good:
+        return slo.Counts.of_rates(total, seconds, good_rate=events)
+    return slo.Counts.of_rates(total, seconds, bad_rate=events)
+
+
+def sli_report(average: Callable[[str, int, str], float | None], sli: Sli, window_seconds: int) -> slo.Report:
+    """Burn rates over every window and compliance and budget over the SLO window, of one SLI."""
     counts: dict[int, slo.Counts] = {}
     for seconds in slo.WINDOW_SECONDS:
-        bad = average(errors, seconds, "1m")
-        all_ = average(total, seconds, "1m")
-        if all_ is None:
-            continue
-        bad = bad or 0.0
-        counts[seconds] = slo.Counts(good=max(0.0, all_ - bad) * seconds, total=max(0.0, all_) * seconds)
+        found = _counts(sli, average(sli.events, seconds, "1m"), average(sli.total, seconds, "1m"), seconds)
+        if found is not None:
+            counts[seconds] = found
+    whole = _counts(sli, average(sli.events, window_seconds, "5m"), average(sli.total, window_seconds, "5m"), 1)
+    return slo.evaluate(sli.percent, counts, whole)
+
+
+def latency_sli(metrics: ports.Metrics, spec: clinicalslo.ClinicalSLOSpec, memory: Memory,
+                now: int) -> Sli | Measured | None:
+    """The latency SLI, or why it cannot be measured (``Measured`` without a report); None without
+    a latency objective. A histogram's boundaries are discovered, and reused for a while."""
+    objective, indicators = spec.objectives.latency, spec.indicators
+    if objective is None:
+        return None
+    if indicators.latency_good is not None and indicators.total is not None:
+        return Sli(slo.LATENCY, objective.percentile, indicators.latency_good, indicators.total, good=True)
+    selector = indicators.latency_histogram
+    if selector is None:
+        return None  # the models refuse this spec
+    earlier = memory.buckets.get(selector)
+    if earlier is not None and now - earlier[0] < slo.MAX_REUSE_SECONDS:
+        read_at, boundaries = earlier
+    else:
+        read_at, boundaries = now, tuple(metrics.label_values("le", selector, now - BOUNDARY_LOOKBACK, now))
+    memory.buckets = {selector: (read_at, boundaries)}
+    threshold = objective.threshold_seconds
+    if not boundaries:
+        return Measured(slo.LATENCY, objective.percentile, None, "EmptyResult",
+                        f"indicators.latencyHistogram {selector} matched no series with an le label in the last "
+                        f"{BOUNDARY_LOOKBACK // 60}m: check the metric name and labels")
+    le = slo.bucket_at(threshold, boundaries)
+    if le is None:
+        found = ", ".join(slo.sorted_boundaries(boundaries))
+        return Measured(slo.LATENCY, objective.percentile, None, "LatencyBucketMissing",
+                        f"no bucket of {selector} has its boundary at objectives.latency.thresholdSeconds "
+                        f"{threshold:g} (within {slo.BUCKET_TOLERANCE:.1%}); its boundaries are {found}: set the "
+                        f"threshold to one of them or add a bucket at {threshold:g}")
+    return histogram_sli(selector, objective.percentile, le)
+
+
+def measure(metrics: ports.Metrics, spec: clinicalslo.ClinicalSLOSpec, memory: Memory, now: int,
+            step: int) -> dict[str, Measured]:
+    """Each measured objective's report (availability from errors/total, latency from its
+    histogram or latencyGood/total), or why it has none. Raises nothing Prometheus does.
+
+    Long windows' averages are reused for a while (``slo.reuse_seconds``): without that, every
+    ClinicalSLO would send Prometheus 16 subqueries a cycle per objective, two of them over the
+    whole SLO window.
+    """
+    average = _Averages(metrics, memory.burn_values, now, step)
     window_seconds = int(spec.objectives.window.total_seconds())
-    bad = average(errors, window_seconds, "5m")
-    all_ = average(total, window_seconds, "5m")
-    memory.burn_values = used  # only this spec's queries: an edited indicator leaves nothing behind
-    whole = slo.Counts(max(0.0, (all_ or 0.0) - (bad or 0.0)), max(0.0, all_)) if all_ is not None else None
-    return slo.evaluate(spec.objectives.availability, counts, whole)
+    found: dict[str, Measured] = {}
+    slis: list[Sli | Measured] = []
+    if spec.indicators.errors is not None and spec.indicators.total is not None:
+        slis.append(Sli(slo.AVAILABILITY, spec.objectives.availability, spec.indicators.errors,
+                        spec.indicators.total, good=False))
+    if spec.objectives.latency is None:
+        memory.buckets = {}
+    else:
+        try:
+            latency = latency_sli(metrics, spec, memory, now)
+        except ports.MetricsError as error:
+            latency = Measured(slo.LATENCY, spec.objectives.latency.percentile, None, error.reason,
+                               f"reading the buckets of indicators.latencyHistogram: {error}")
+        if latency is not None:
+            slis.append(latency)
+    for sli in slis:
+        if isinstance(sli, Measured):
+            found[sli.objective] = sli
+            continue
+        try:
+            found[sli.objective] = Measured(sli.objective, sli.percent, sli_report(average, sli, window_seconds),
+                                            bucket=sli.bucket)
+        except ports.MetricsError as error:
+            average.keep((sli.events, sli.total))
+            found[sli.objective] = Measured(sli.objective, sli.percent, None, error.reason, str(error), sli.bucket)
+    memory.burn_values = average.used  # only this spec's queries: an edited indicator leaves nothing behind
+    return found
+
+
+def burn_report(metrics: ports.Metrics, spec: clinicalslo.ClinicalSLOSpec, memory: Memory, now: int,
+                step: int) -> slo.Report | None:
+    """The availability objective's report (errors and total); None when it is not measured or
+    could not be read (``measure`` says why)."""
+    found = measure(metrics, spec, memory, now, step).get(slo.AVAILABILITY)
+    return found.report if found is not None else None
+
+
+_CONDITION_TYPES = {slo.AVAILABILITY: "AvailabilityObjectiveMet", slo.LATENCY: "LatencyObjectiveMet"}
+
+
+def objective_condition(previous: Sequence[common.Condition], spec: clinicalslo.ClinicalSLOSpec, measured: Measured,
+                        generation: int | None, now: int) -> common.Condition:
+    """True while the objective's compliance over its window meets the target; the reason says
+    whether its budget burns (FastBurn, SlowBurn), is spent (BudgetExhausted) or neither
+    (WithinBudget). Unknown when it could not be measured, with the reason."""
+    type_ = _CONDITION_TYPES[measured.objective]
+    report = measured.report
+    if report is None:
+        return condition(previous, type_, None, measured.reason, measured.message, generation, now)
+    window = durations.format(spec.objectives.window)
+    if report.compliance is None or report.budget_remaining is None:
+        return condition(previous, type_, None, "NoEvents", f"no events over the last {window}: nothing to measure",
+                         generation, now)
+    met = report.budget_remaining >= 0
+    reason = ("FastBurn" if report.fast_burn else "SlowBurn" if report.slow_burn
+              else "WithinBudget" if met else "BudgetExhausted")
+    latency = spec.objectives.latency
+    what = (f"under {latency.threshold_seconds:g}s" + (f" (bucket le={measured.bucket})" if measured.bucket else "")
+            if measured.objective == slo.LATENCY and latency is not None else "good")
+    message = (f"{report.compliance * 100:.3f}% of events {what} over {window} (objective {measured.percent:g}%), "
+               f"{report.budget_remaining * 100:.1f}% of the error budget left; {report.summary()}")
+    return condition(previous, type_, met, reason, message, generation, now)
+
+
+def objectives_status(measured: dict[str, Measured]) -> clinicalslo.ObjectivesStatus | None:
+    if not measured:
+        return None
+
+    def one(item: Measured | None) -> clinicalslo.ObjectiveStatus | None:
+        if item is None:
+            return None
+        report = item.report
+        return clinicalslo.ObjectiveStatus(
+            target=item.percent, bucket=item.bucket,
+            compliance=report.compliance if report else None,
+            error_budget_remaining=report.budget_remaining if report else None,
+            burn_rates={name: rate for name, rate in report.rates.items() if rate is not None} if report else {})
+    return clinicalslo.ObjectivesStatus(availability=one(measured.get(slo.AVAILABILITY)),
+                                        latency=one(measured.get(slo.LATENCY)))
 
 
 def _above_band(memory: Memory, now: int, demand: float | None, quantile: float) -> bool:
@@ -193,7 +377,7 @@ class Observation:
     current_demand: float | None
     stale: base.NoForecast | None
     anomaly: bool
-    burn: slo.Report | None
+    objectives: dict[str, Measured]
     conditions: tuple[common.Condition, ...]
     events: tuple[Event, ...]
 
@@ -273,15 +457,22 @@ def observe(resource: clinicalslo.ClinicalSLO, ports_: Ports, memory: Memory, no
                                 f"demand above the forecast band for {memory.above_band} interval(s)", generation, now))
     memory.last_forecast = outcome if isinstance(outcome, base.Forecast) else None
 
-    burn: slo.Report | None = None
+    measured: dict[str, Measured] = {}
     if ports_.clock() - started > BUDGET_SECONDS:
         log.warning("burn rates skipped: the cycle spent its %gs budget", BUDGET_SECONDS)
+        skipped = f"not read this cycle: it spent its {BUDGET_SECONDS:g}s budget before the burn rates"
+        if spec.indicators.errors is not None:
+            measured[slo.AVAILABILITY] = Measured(slo.AVAILABILITY, spec.objectives.availability, None,
+                                                  "NotRead", skipped)
+        if spec.objectives.latency is not None:
+            measured[slo.LATENCY] = Measured(slo.LATENCY, spec.objectives.latency.percentile, None, "NotRead", skipped)
     else:
-        try:
-            burn = burn_report(ports_.metrics, spec, memory, now, settings.step)
-        except ports.MetricsError as error:
-            log.warning("burn rates unavailable (%s): %s", error.reason, error)
-    return Observation(outcome, current_demand, stale, anomaly, burn, tuple(conditions), tuple(events))
+        measured = measure(ports_.metrics, spec, memory, now, settings.step)
+    for item in measured.values():
+        if item.report is None:
+            log.warning("%s objective not measured (%s): %s", item.objective, item.reason, item.message)
+        conditions.append(objective_condition(previous, spec, item, generation, now))
+    return Observation(outcome, current_demand, stale, anomaly, measured, tuple(conditions), tuple(events))
 
 
 # --------------------------------------------------------------------------------- apply
@@ -421,8 +612,10 @@ def run(resource: clinicalslo.ClinicalSLO, schedules: Sequence[surgeschedule.Sur
     _recommendations(memory, previous)
     decision, memory.planner = planning.plan(policy, planning.Inputs(
         now=now, current_replicas=key.current, current_demand=observation.current_demand,
-        forecast=observation.outcome, surges=windows, fast_burn=observation.burn.fast_burn if observation.burn else False,
-        demand_anomaly=observation.anomaly, stale=observation.stale,
+        forecast=observation.outcome, surges=windows,
+        fast_burns=tuple(planning.Burn(item.objective, item.report.summary().removeprefix("burning: "))
+                         for item in observation.objectives.values() if item.report and item.report.fast_burn),
+        demand_anomaly=observation.anomaly, stale=observation.stale, ready_replicas=target.ready_replicas,
     ), memory.planner)
 
     # 7. apply
@@ -462,7 +655,8 @@ def run(resource: clinicalslo.ClinicalSLO, schedules: Sequence[surgeschedule.Sur
     else:
         observation_conditions = observation.conditions
     outcome = observation.outcome
-    burn = observation.burn
+    availability = observation.objectives.get(slo.AVAILABILITY)
+    burn = availability.report if availability is not None else None
     status = clinicalslo.ClinicalSLOStatus(
         observed_generation=generation,
         conditions=(ready, *observation_conditions),
@@ -477,6 +671,8 @@ def run(resource: clinicalslo.ClinicalSLO, schedules: Sequence[surgeschedule.Sur
         next_surge=next_surge(schedules, now),
         model=outcome.model if isinstance(outcome, base.Forecast) else f"none ({outcome.code})",
         forecast_error=outcome.error if isinstance(outcome, base.Forecast) else None,
+        objectives=objectives_status(observation.objectives),
+        # Deprecated mirrors of objectives.availability, kept for a release for dashboards and alerts.
         error_budget_remaining=burn.budget_remaining if burn else None,
         burn_rates={name: rate for name, rate in burn.rates.items() if rate is not None} if burn else {},
         originals=writer.originals,

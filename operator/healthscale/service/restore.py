@@ -12,8 +12,8 @@ what to restore. This module decides, every cycle and at deletion, what to do wi
 - an object re-created under the same name (another uid) is never written: its record is dropped;
 - a workload's record is dropped, not restored, once an HPA manages it (the HPA sets its replicas;
   writing them back would fight it and could scale down blindly);
-- an HPA that disappears while its floor is held hands its original floor on to the workload,
-  which healthscale now scales directly.
+- an HPA that disappears while its floor is held hands its original floor on to the workload it
+  scaled (that very object, by uid), which healthscale now scales directly.
 
 Restores always run, in Preview and in dry runs too: they only undo healthscale's own changes.
 """
@@ -41,13 +41,15 @@ class Key:
     current: int
     scales: tuple[str, str] | None = None
     """For an HPA's floor: the (kind, name) of the workload it scales."""
+    scales_uid: str | None = None
+    """For an HPA's floor: the uid of the workload it scales."""
 
     @staticmethod
     def of(target: ports.Target) -> Key:
         """What a cycle moves: the HPA's floor when an HPA scales the target, else its replicas."""
         if target.hpa is not None:
             return Key(HPA, target.hpa.name, target.hpa.uid, "minReplicas", target.hpa.min_replicas,
-                       (target.kind, target.name))
+                       (target.kind, target.name), target.uid)
         return Key(target.kind, target.name, target.uid, "replicas", target.replicas)
 
     def same_object(self, original: clinicalslo.Original) -> bool:
@@ -56,7 +58,8 @@ class Key:
     def record(self, value: int | None = None) -> clinicalslo.Original:
         return clinicalslo.Original(kind=self.kind, name=self.name, uid=self.uid, field=self.field,
                                     value=self.current if value is None else value,
-                                    scales=f"{self.scales[0]}/{self.scales[1]}" if self.scales else None)
+                                    scales=f"{self.scales[0]}/{self.scales[1]}" if self.scales else None,
+                                    scales_uid=self.scales_uid)
 
 
 def describe(original: clinicalslo.Original) -> str:
@@ -136,7 +139,8 @@ def settle(workloads: ports.Workloads, namespace: str, originals: Sequence[clini
             retryable = retryable and error.retryable
             continue
         if event.reason == "NothingToRestore" and writing is not None and original.kind == HPA \
-                and original.scales == f"{writing.kind}/{writing.name}":
+                and original.scales == f"{writing.kind}/{writing.name}" \
+                and original.scales_uid in (None, "", writing.uid):
             carried = original.value if carried is None else max(carried, original.value)
         done.append(event)
     if carried is not None and writing is not None and not any(writing.same_object(item) for item in kept):

@@ -8,6 +8,7 @@ Callers import the submodule they need: ``choice`` for the entry points (``choic
 - ``base``: settings, forecast values, the transformed space, the local calendar, error quantiles;
 - ``harmonic``, ``seasonal_naive``, ``mstl``, ``holt_winters``: one model each;
 - ``holidays``: public holiday dates from the ``holidays`` package, as local day numbers;
+- ``spread``: the band's width by time of day, a factor on a model's pooled band;
 - ``choice``: the registry, rolling-origin validation, ``auto``, and the per-cycle entry points.
 
 Adding a model: write ``<name>.py`` with ``NAME`` and ``fit(training, settings)`` returning a frozen

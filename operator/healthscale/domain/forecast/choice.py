@@ -30,7 +30,8 @@ import numpy as np
 from statsmodels.stats.weightstats import DescrStatsW
 
 from healthscale.domain import series as series_
-from healthscale.domain.forecast import base, harmonic, holidays as holidays_, holt_winters, mstl, seasonal_naive
+from healthscale.domain.forecast import (base, harmonic, holidays as holidays_, holt_winters, mstl, seasonal_naive,
+                                         spread as spread_)
 
 Fitter = Callable[[base.Training, base.Settings], base.Fitted]
 
@@ -167,6 +168,8 @@ class State:
     error: float | None
     settings: base.Settings
     notes: tuple[str, ...]
+    spread: spread_.Spread | None = None
+    """The band's width by time of day (``spread``); None keeps the pooled band."""
 
 
 def _prepare(history: series_.Series) -> tuple[base.FloatArray, tuple[str, ...]]:
@@ -245,10 +248,12 @@ def fit(history: series_.Series, settings: base.Settings, previous: State | None
             chosen = settings.model
             validation = validate(chosen, training, trimmed, settings, scale) if settings.validate else UNMEASURED
         fitted = MODELS[chosen](training, settings).widened(validation.spread_ratio)
+        level = settings.extra_level if settings.extra_level is not None else CHOICE_LEVEL
+        spread = spread_.fit(fitted, training, settings.horizon_steps, level) if spread_.ENABLED else None
     except (np.linalg.LinAlgError, ValueError) as error:
         return base.NoForecast("FitFailed", f"{settings.model} model could not be fitted: {error}")
     error_ratio = validation.error / naive if naive > 0 and math.isfinite(validation.error) else None
-    return State(fitted, scale, error_ratio, settings, notes)
+    return State(fitted, scale, error_ratio, settings, notes, spread)
 
 
 def predict(state: State, recent: series_.Series, origin: int) -> base.Outcome:
@@ -271,6 +276,12 @@ def predict(state: State, recent: series_.Series, origin: int) -> base.Outcome:
     if aligned_origin > recent.end:
         z = np.concatenate([z, np.full((aligned_origin - recent.end) // recent.step, np.nan)])
     point_z, quantiles_z = state.fitted.predict_z(z, recent.start, aligned_origin, steps, settings.levels)
+    if state.spread is not None:
+        # Upper quantiles only: the median is the point forecast, and the planner reads no lower one.
+        width = state.spread.at(aligned_origin + recent.step * np.arange(steps, dtype=np.int64))
+        upper = np.asarray(settings.levels) > 0.5
+        quantiles_z = np.where(upper[:, None], point_z[None, :] + width[None, :] * (quantiles_z - point_z[None, :]),
+                               quantiles_z)
     quantiles = {level: state.scale.inverse(quantiles_z[row]) for row, level in enumerate(settings.levels)}
     if not all(np.all(np.isfinite(q)) for q in quantiles.values()):
         return base.NoForecast("FitFailed", f"{state.fitted.name} produced non-finite values")
