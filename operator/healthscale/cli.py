@@ -1,6 +1,7 @@
 """The ``healthscale`` command: ``backtest`` (replay a demand trace), ``run`` (the operator), ``explain``
 (a ClinicalSLO's latest decision), ``crds``, ``release`` (restore what healthscale changed and remove its
-finalizers, e.g. before uninstalling).
+finalizers, e.g. before uninstalling), ``capacity`` (perReplica learned from Prometheus history), ``rules`` (Prometheus recording
+and alert rules for the objectives).
 
 Bad input exits with status 2 and a message that names the option or file, the row or field, and the
 rule; a user's mistake never shows a traceback. The help text is plain (no markup from this docstring).
@@ -31,7 +32,9 @@ EXIT_NOT_FOUND = 1
 
 DESCRIPTION = ("healthscale scales clinical workloads ahead of predictable surges. Commands: backtest (replay a "
                "demand trace), run (the operator), explain (a ClinicalSLO's latest decision), crds (write the "
-               "CRDs), release (restore what healthscale changed, before uninstalling).")
+               "CRDs), release (restore what healthscale changed, before uninstalling), capacity (learn "
+               "perReplica from Prometheus history), rules (Prometheus recording and alert rules for "
+               "ClinicalSLOs' objectives).")
 NO_CLUSTER = ("no cluster credentials: not in a pod with a ServiceAccount, and no kubeconfig at $KUBECONFIG or "
               "~/.kube/config. Set KUBECONFIG to the cluster's kubeconfig (as for kubectl), or run in the cluster "
               "with a ServiceAccount")
@@ -154,6 +157,48 @@ def _parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("name", metavar="NAMESPACE/NAME", help="the ClinicalSLO, e.g. ehr/ed-triage-chart")
 
+    learn = commands.add_parser(
+        "capacity", help="learn perReplica: the load per ready replica at which the latency objective stops being met",
+        description="Read load per ready replica (indicators.demand / ready replicas) and the latency SLI (the "
+        "latency objective's good and all requests) from Prometheus over --since, fit the share of good requests "
+        "against load with a monotone fit, and print the load at which it falls below objectives.latency.percentile, "
+        "with a 5-95% band from resampling whole days, and the evidence. When load never reached that point it "
+        "prints 'not observed: at least X'. Exits 0 with a recommendation or a lower bound, 1 with neither (too "
+        "little data, or the objective missed even at the lightest load), 2 on bad input or a Prometheus failure.",
+    )
+    learn.add_argument("--slo", required=True, type=pathlib.Path, help="ClinicalSLO manifest (YAML) with objectives.latency")
+    learn.add_argument("--prometheus-url", required=True, help="e.g. http://prometheus.monitoring:9090")
+    learn.add_argument("--since", default="14d", help="how much history to read, e.g. 14d (1h to 90d; default 14d)")
+    learn.add_argument("--step", default="5m", help="one interval, e.g. 5m (1m to 1d; default 5m)")
+    learn.add_argument("--replicas-query", metavar="PROMQL",
+                       help="PromQL for the target's ready replicas, one series (default: kube-state-metrics' "
+                       "kube_deployment_status_replicas_available, or kube_statefulset_status_replicas_ready, for the "
+                       "target's namespace and name); without kube-state-metrics e.g. count(<indicators.podLoad>)")
+    learn.add_argument("--plot", type=pathlib.Path,
+                       help="where to write a PNG of the latency SLI against load per replica, with the knee "
+                       "(needs the plot extra: pip install 'healthscale[plot]')")
+    learn.add_argument("--prometheus-bearer-token-file", type=pathlib.Path, help="file holding a bearer token")
+    learn.add_argument("--prometheus-ca-file", type=pathlib.Path, help="CA bundle to verify Prometheus' TLS certificate")
+
+    rules = commands.add_parser(
+        "rules", help="write Prometheus recording and alert rules for ClinicalSLOs' objectives (like Sloth)",
+        description="For each objective a ClinicalSLO measures (availability, latency): recording rules "
+        "healthscale:sli_error:ratio_rate<window> over 5m, 30m, 1h, 2h, 6h, 1d, 3d and objectives.window, and "
+        "multi-window multi-burn-rate alerts ClinicalSLOErrorBudgetBurn (severity page: 14.4x over 1h and 5m or 6x "
+        "over 6h and 30m; ticket: 3x over 1d and 2h or 1x over 3d and 6h). They compute the same ratios as the "
+        "operator's status.",
+    )
+    rules.add_argument("--slo", required=True, nargs="+", action="extend", type=pathlib.Path, metavar="FILE",
+                       help="ClinicalSLO manifests (YAML; every ClinicalSLO document in each file)")
+    rules.add_argument("--format", default="prometheusrule", choices=("prometheusrule", "rules"),
+                       help="prometheusrule: a PrometheusRule (monitoring.coreos.com/v1) per ClinicalSLO; rules: "
+                       "one rule file for Prometheus' rule_files and promtool (default: prometheusrule)")
+    rules.add_argument("--output", type=pathlib.Path, help="where to write the YAML (default: standard output)")
+    rules.add_argument("--latency-bucket", metavar="LE",
+                       help="the le label value of latencyHistogram's bucket at thresholdSeconds, exactly as "
+                       "Prometheus has it (status.objectives.latency.bucket shows it), e.g. 1 where a Go client on "
+                       "Prometheus 2 writes le=\"1\"; default: thresholdSeconds as Prometheus 3 stores it (1.0, 1.5)")
+
     crds = commands.add_parser("crds", help="write the CustomResourceDefinitions generated from the models")
     crds.add_argument("--output-dir", type=pathlib.Path, default=pathlib.Path("crds"))
     crds.add_argument("--check", action="store_true", help="fail if the files differ from the models instead of writing")
@@ -237,12 +282,105 @@ def _backtest(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _capacity(arguments: argparse.Namespace) -> int:
+    from healthscale import ports
+    from healthscale.adapters import prometheus
+    from healthscale.domain import capacity
+    from healthscale.service import capacity as learned
+
+    since = _duration("--since", arguments.since, 3600, 90 * 86400)
+    step = _duration("--step", arguments.step, 60, 86400)
+    if since < 2 * step:
+        raise ValueError(f"--since {arguments.since} must be at least two --step ({arguments.step})")
+    _input_file("--slo", arguments.slo)
+    if arguments.plot is not None:
+        _output_file("--plot", arguments.plot)
+        _plotting_available(arguments.plot)
+    if arguments.replicas_query is not None and not arguments.replicas_query.strip():
+        raise ValueError("--replicas-query must be PromQL returning the target's ready replicas")
+    slo = manifests.load_one(clinicalslo.ClinicalSLO, arguments.slo)
+    token = None
+    if arguments.prometheus_bearer_token_file is not None:
+        try:
+            token = arguments.prometheus_bearer_token_file.read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise ValueError(f"--prometheus-bearer-token-file: cannot read {error.filename}: {error.strerror}") from None
+    auth = prometheus.Auth(bearer_token=token,
+                           ca_file=str(arguments.prometheus_ca_file) if arguments.prometheus_ca_file else None)
+    with prometheus.Client(arguments.prometheus_url, auth, timeout=60.0) as client:
+        try:
+            observed = learned.read(client, slo, int(time.time()), since, step, arguments.replicas_query)
+        except ports.MetricsError as error:
+            raise ValueError(f"Prometheus at {arguments.prometheus_url} ({error.reason}): {error}") from None
+    estimate = learned.learn(observed, slo)
+    print(learned.describe(estimate, slo, observed), end="")
+    if arguments.plot is not None:
+        _written("--plot", arguments.plot, lambda: learned.plot(estimate, slo, observed, arguments.plot))
+        print(f"plot written to {arguments.plot}")
+    found = estimate.outcome in (capacity.Outcome.OBSERVED, capacity.Outcome.NOT_OBSERVED)
+    return 0 if found else EXIT_LEFT
+
+
+def _duration(option: str, text: str, least: int, most: int) -> int:
+    from healthscale.api import durations
+
+    try:
+        seconds = int(durations.parse(text).total_seconds())
+    except ValueError as error:
+        raise ValueError(f"{option}: {error}") from None
+    if not least <= seconds <= most:
+        raise ValueError(f"{option} {text} must be between {durations.format(dt.timedelta(seconds=least))} and "
+                         f"{durations.format(dt.timedelta(seconds=most))}")
+    return seconds
+
+
 def _written(option: str, path: pathlib.Path, write: Callable[[], None]) -> None:
     """Run ``write``; a file system refusal that the early check could not foresee names the option."""
     try:
         write()
     except OSError as error:
         raise ValueError(f"{option} {path}: cannot write: {error.strerror or error}") from None
+
+
+def _rules(arguments: argparse.Namespace) -> int:
+    from healthscale.service import rules
+
+    if arguments.output is not None:
+        _output_file("--output", arguments.output)
+    found: list[clinicalslo.ClinicalSLO] = []
+    where: dict[tuple[str, str], pathlib.Path] = {}
+    histograms = 0
+    for path in arguments.slo:
+        _input_file("--slo", path)
+        documents = [document for document in manifests.load_documents(path)
+                     if isinstance(document, dict) and document.get("kind") == clinicalslo.KIND]
+        if not documents:
+            raise ValueError(f"--slo {path}: no {clinicalslo.KIND} document in the file")
+        for index, document in enumerate(documents):
+            source = str(path) if len(documents) == 1 else f"{path} ({clinicalslo.KIND} {index + 1})"
+            resource = manifests.parse(clinicalslo.ClinicalSLO, document, source=source)
+            key = (resource.metadata.namespace, resource.metadata.name)
+            if key in where:
+                raise ValueError(f"--slo {source}: ClinicalSLO {'/'.join(key)} is also in {where[key]}")
+            where[key] = path
+            try:
+                if not rules.slis(resource.spec, arguments.latency_bucket):
+                    raise ValueError("it measures no objective: give indicators.errors and total, or "
+                                     "objectives.latency with indicators.latencyHistogram or latencyGood")
+            except ValueError as error:
+                raise ValueError(f"--slo {source}: {error}") from None
+            histograms += resource.spec.indicators.latency_histogram is not None
+            found.append(resource)
+    if arguments.latency_bucket is not None and not histograms:
+        raise ValueError(f"--latency-bucket {arguments.latency_bucket}: no ClinicalSLO given reads "
+                         "indicators.latencyHistogram")
+    text = rules.render(found, arguments.format, arguments.latency_bucket)
+    if arguments.output is None:
+        sys.stdout.write(text)
+        return 0
+    _written("--output", arguments.output, lambda: arguments.output.write_text(text, encoding="utf-8"))
+    print(f"{len(found)} ClinicalSLO(s): rules written to {arguments.output}", file=sys.stderr)
+    return 0
 
 
 def _crds(arguments: argparse.Namespace) -> int:
@@ -472,6 +610,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _release(arguments)
         if arguments.command == "explain":
             return _explain(arguments)
+        if arguments.command == "rules":
+            return _rules(arguments)
+        if arguments.command == "capacity":
+            return _capacity(arguments)
         return _crds(arguments)
     except ValueError as error:  # ManifestError, TraceError and bad options all say what and where
         print(f"error: {error}", file=sys.stderr)
