@@ -1,6 +1,8 @@
 """The Grafana dashboard is valid JSON, queries only metrics the operator exposes, and shows what
-platform teams ask for (forecast vs demand, desired vs current replicas, decision reason, error
-budget, residency violations).
+platform teams ask for (forecast vs demand, desired vs current replicas, decision reason, each
+objective's compliance, error budget and burn rates, residency violations), laid out without
+overlaps, in PromQL that Prometheus parses (``promtool check rules`` on every query as a recording
+rule, the variables replaced by a regex; promtool is required: the test fails, never skips, without it).
 
 The exposed names are read from the operator's own collectors (prometheus_client's registry after
 importing healthscale.runtime.metrics), with the suffixes the exposition format adds per type.
@@ -9,7 +11,10 @@ importing healthscale.runtime.metrics), with the suffixes the exposition format 
 from __future__ import annotations
 
 import json
+import pathlib
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -75,7 +80,8 @@ def test_the_extraction_finds_metrics_and_only_metrics() -> None:
 def test_the_dashboard_is_valid_json_with_panels_and_variables() -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     assert dashboard["uid"] and dashboard["title"] == "healthscale"
-    assert {variable["name"] for variable in dashboard["templating"]["list"]} == {"datasource", "namespace", "clinicalslo"}
+    assert {variable["name"] for variable in dashboard["templating"]["list"]} == {
+        "datasource", "namespace", "clinicalslo", "objective"}
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
 
@@ -94,11 +100,39 @@ def test_the_dashboard_shows_what_the_issue_asks_for() -> None:
         "forecast against actual demand": {"healthscale_forecast_peak_demand", "healthscale_current_demand"},
         "desired against current replicas": {"healthscale_desired_replicas", "healthscale_current_replicas"},
         "decision reason": {"healthscale_decision_reason"},
-        "error budget": {"healthscale_error_budget_remaining"},
+        "each objective's compliance, error budget and burn rates": {
+            name for name in exposed_metrics() if name.startswith("healthscale_objective_")},
         "residency violations": {"healthscale_residency_violations"},
     }
+    assert len(wanted["each objective's compliance, error budget and burn rates"]) == 3
     missing = {what: names - used for what, names in wanted.items() if names - used}
     assert not missing, f"panels missing: {missing}"
+
+
+def test_panels_do_not_overlap_and_fit_the_24_column_grid() -> None:
+    boxes = [(panel["title"], panel["gridPos"]) for panel in json.loads(DASHBOARD.read_text())["panels"]]
+    assert all(box["x"] >= 0 and box["x"] + box["w"] <= 24 for _, box in boxes)
+    overlapping = [(first, second) for index, (first, a) in enumerate(boxes) for second, b in boxes[index + 1:]
+                   if a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"]
+                   and a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"]]
+    assert not overlapping, f"panels overlapping: {overlapping}"
+
+
+def test_promtool_parses_every_dashboard_query(tmp_path: pathlib.Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool not found: install Debian's prometheus package (`apt-get install -y prometheus`; "
+                    "tools/bootstrap.sh does)", pytrace=False)
+    found = list(queries(json.loads(DASHBOARD.read_text())))
+    # Grafana replaces a variable by its value (a regex for these multi-value ones) before Prometheus sees it.
+    rules = [{"record": f"dashboard:query_{index}", "expr": re.sub(r"\$\{?\w+\}?", ".*", promql)}
+             for index, (_, promql) in enumerate(found)]
+    assert not [rule for rule in rules if "$" in rule["expr"]]
+    path = tmp_path / "dashboard-queries.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(found)} rules found" in result.stdout
 
 
 def test_the_chart_ships_the_dashboard_unchanged_in_its_configmap(helm: Helm) -> None:
