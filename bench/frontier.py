@@ -260,24 +260,36 @@ def table_rows(case: str, points: Sequence[Point]) -> list[list[str]]:
     return rows
 
 
-def verdict(case: str, points: Sequence[Point]) -> str:
-    """One sentence: at which common costs healthscale leaves less or more unmet demand than Holt-Winters."""
-    ahead: list[float] = []
-    behind: list[float] = []
+TIE = 0.1
+"""Within this share of the reference's unmet demand at a cost the two are called level: linear
+interpolation overstates unmet demand between sweep points (the curves bend down), by up to about
+that much at the spacing swept here."""
+
+SHORT_NAMES = {HOLT_WINTERS: "Holt-Winters", HEURISTIC: "the three-line heuristic", HPA: "the reactive HPA"}
+
+
+def verdict(case: str, points: Sequence[Point], reference: str = HOLT_WINTERS, subject: str = "") -> str:
+    """One sentence: at which of the table's costs healthscale leaves less, about as much or more
+    unmet demand than ``reference``; the side found at the lowest cost is said first, in full.
+    ``subject`` replaces "On <case> healthscale" (to follow an earlier sentence)."""
+    name = SHORT_NAMES[reference]
+    sides: dict[str, tuple[str, list[float]]] = {
+        "less": (f"less unmet demand than {name}", []),
+        "level": (f"about as much as {name} (within {TIE:.0%})", []),
+        "more": (f"more unmet demand than {name}", []),
+    }
     for cost, _ in common_costs(case, points):
-        ours, theirs = at_cost(_curve(points, HEALTHSCALE), cost), at_cost(_curve(points, HOLT_WINTERS), cost)
-        if ours is not None and theirs is not None:
-            (ahead if ours < theirs else behind).append(cost)
-    if not ahead and not behind:
-        return f"On {case} the two sweeps share none of the table's costs."
-    # The side found at the lowest cost is said first, in full; the other follows briefly.
-    sides = [("less", ahead), ("more", behind)]
-    if behind and (not ahead or behind[0] < ahead[0]):
-        sides.reverse()
-    (first, first_costs), (second, second_costs) = sides
-    text = (f"On {case} healthscale leaves {first} unmet demand than Holt-Winters at {_costs(first_costs)} "
-            "the oracle's replica-hours")
-    return text + (f"; {second} at {_costs(second_costs)}." if second_costs else ".")
+        ours, theirs = at_cost(_curve(points, HEALTHSCALE), cost), at_cost(_curve(points, reference), cost)
+        if ours is None or theirs is None:
+            continue
+        side = "less" if ours < theirs * (1 - TIE) else "more" if ours > theirs * (1 + TIE) else "level"
+        sides[side][1].append(cost)
+    found = sorted((costs[0], short, full, costs) for short, (full, costs) in sides.items() if costs)
+    if not found:
+        return f"On {case} the sweeps of healthscale and {name} share none of the table's costs."
+    (_, _, full, costs), *others = found
+    text = f"{subject or f'On {case} healthscale'} leaves {full} at {_costs(costs)} the oracle's replica-hours"
+    return text + "".join(f"; {short} at {_costs(costs)}" for _, short, _, costs in others) + "."
 
 
 def _costs(costs: Sequence[float]) -> str:
@@ -339,7 +351,9 @@ def section(points: dict[str, list[Point]], command: str, jobs: int, elapsed: fl
             "three-line heuristic's headroom (below zero too). Each policy's unmet demand % is interpolated "
             "linearly in replica-hours between the two points of its frontier (its sweep points that no cheaper "
             "one of its own beats) around each cost; - = outside its swept range. x = healthscale's unmet demand "
-            "over the reference's at that cost (below 1 is better)."),
+            "over the reference's at that cost (below 1 is better). The curves bend down between sweep points, so "
+            "the interpolation overstates unmet demand where a policy's points are far apart; the sentences under "
+            f"the table call a difference within {TIE:.0%} level."),
         "",
         "| trace | replica-hours vs oracle | healthscale unmet % | Holt-Winters unmet % | reactive HPA unmet % | "
         "heuristic unmet % | x Holt-Winters | x HPA |",
@@ -351,7 +365,7 @@ def section(points: dict[str, list[Point]], command: str, jobs: int, elapsed: fl
     for case, found in points.items():
         defaults = ", ".join(f"{point.policy} {point.unmet_percent:.2f}% at {point.cost:.2f}x ({point.knob})"
                              for point in found if point.default)
-        lines += [*_wrap(f"{verdict(case, found)} As configured: {defaults}."), "",
+        lines += [*_wrap(f"{verdict(case, found)} {verdict(case, found, HEURISTIC, 'It')} As configured: {defaults}."), "",
                   f"![frontier {case}](docs/bench/frontier-{case}.png)", ""]
     lines += [f"Measured in {elapsed / 60:.1f} min with {jobs} process(es).", ""]
     return lines

@@ -243,7 +243,7 @@ def plot(outcomes: list[Outcome], path: pathlib.Path) -> list[tuple[str, str]]:
     import matplotlib
 
     matplotlib.use("Agg")
-    from matplotlib import pyplot
+    from matplotlib import dates, pyplot
 
     figure, panels = pyplot.subplots(len(outcomes), 1, figsize=(11, 1.0 + 3.2 * len(outcomes)), dpi=110, squeeze=False)
     weeks = []
@@ -270,8 +270,8 @@ def plot(outcomes: list[Outcome], path: pathlib.Path) -> list[tuple[str, str]]:
         axes.set_title(f"{outcome.case}: week of Monday {holidays.date(monday):%Y-%m-%d}, {names} holidays shaded; "
                        f"the engine's p{outcome.level * 100:g} one step ahead", fontsize=10)
         axes.set_ylabel(f"demand per {step // 60} min")
+        axes.xaxis.set_major_formatter(dates.DateFormatter("%a %Y-%m-%d"))  # type: ignore[no-untyped-call]  # the trace's wall clock, as UTC
         axes.grid(alpha=0.3)
-    figure.autofmt_xdate()
     figure.legend(*panels[0, 0].get_legend_handles_labels(), fontsize=8, loc="lower center", ncol=5, frameon=False)
     figure.tight_layout(rect=(0, 0.05, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -353,7 +353,7 @@ def section(outcomes: list[Outcome], arguments: argparse.Namespace, weeks: list[
             "",
             *textwrap.wrap(
                 f"The picture is {shown}, each chosen by a rule, not for its result: the week of the "
-                "first scored holiday on a weekday in the trace's last 365 days. It shows the engine's "
+                "first scored holiday on a weekday in the trace's last 365 days. Each panel shows the engine's "
                 "forecast at the provisioned quantile one step ahead (what it scales for next) for each "
                 "variant, and the demand.", WIDTH),
             "",

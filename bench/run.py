@@ -8,7 +8,7 @@ leaves it out; ``--only-scale`` runs only that part and replaces only its sectio
 takes a few minutes on 2 cores; ``--skip-generalise`` leaves it out. The "Holidays" section
 (forecast error around public holidays and a picture of a holiday week, ``bench/holiday_effect.py``)
 takes a few minutes more; ``--skip-holidays`` leaves it out. The "Cost and unmet demand" section (each
-policy's cost knob swept on two traces, ``bench/frontier.py``) takes about ten minutes; ``--skip-frontier``
+policy's cost knob swept on two traces, ``bench/frontier.py``) takes 15-25 minutes; ``--skip-frontier``
 leaves it out.
 """
 
@@ -61,6 +61,7 @@ def _scale_runs(scratch: pathlib.Path) -> dict[str, dict[str, float]]:
 
 
 INSTALL_SIZE_HEADER = "## Install size"
+ENGINE_HEADER = "## Forecasting throughput before and after the statsmodels engine (issue 15)"
 ADMISSION_HEADER = "## Admission latency under load"
 
 
@@ -254,6 +255,7 @@ def _write(sections: list[tuple[str, str, str]], figures: dict[str, float],
         f"Series without a forecast: {figures['no_forecast']}.",
         "",
     ]
+    lines += _kept_section(ENGINE_HEADER)
     lines += _kept_section(INSTALL_SIZE_HEADER)
     lines += _kept_section(ADMISSION_HEADER)
     # --skip-cluster keeps the last measured scale section (its date and command are in it).

@@ -78,23 +78,31 @@ def test_ratio(ours: float | None, reference: float | None, expected: str) -> No
     assert frontier.ratio(ours, reference) == expected
 
 
-def _points(ours: list[tuple[float, float]], theirs: list[tuple[float, float]]) -> list[object]:
+def _points(ours: list[tuple[float, float]], theirs: list[tuple[float, float]], reference: str) -> list[object]:
     return ([frontier.Point(frontier.HEALTHSCALE, "p90", cost, unmet) for cost, unmet in ours]
-            + [frontier.Point(frontier.HOLT_WINTERS, "headroom 10%", cost, unmet) for cost, unmet in theirs])
+            + [frontier.Point(reference, "headroom 10%", cost, unmet) for cost, unmet in theirs])
 
 
-@pytest.mark.parametrize(("ours", "theirs", "expected"), [
-    pytest.param([(1.0, 1.0), (1.4, 0.1)], [(1.0, 2.0), (1.4, 0.2)],
+@pytest.mark.parametrize(("ours", "theirs", "reference", "expected"), [
+    pytest.param([(1.0, 1.0), (1.4, 0.1)], [(1.0, 2.0), (1.4, 0.2)], frontier.HOLT_WINTERS,
                  "On call-centre healthscale leaves less unmet demand than Holt-Winters at 1.10x, 1.15x, 1.20x, "
                  "1.25x the oracle's replica-hours.", id="ahead at every common cost says so"),
-    pytest.param([(1.0, 1.0), (1.2, 0.1)], [(1.0, 0.5), (1.4, 0.3)],
+    pytest.param([(1.0, 1.0), (1.2, 0.1)], [(1.0, 0.5), (1.4, 0.3)], frontier.HOLT_WINTERS,
                  "On call-centre healthscale leaves more unmet demand than Holt-Winters at 1.10x the oracle's "
                  "replica-hours; less at 1.15x, 1.20x.", id="behind when cheap and ahead when dear says both"),
-    pytest.param([(1.0, 1.0), (1.05, 0.1)], [(1.2, 0.5), (1.4, 0.2)],
-                 "On call-centre the two sweeps share none of the table's costs.", id="sweeps that do not overlap say so"),
+    pytest.param([(1.0, 1.0), (1.4, 0.1)], [(1.0, 1.05), (1.4, 0.105)], frontier.HOLT_WINTERS,
+                 "On call-centre healthscale leaves about as much as Holt-Winters (within 10%) at 1.10x, 1.15x, "
+                 "1.20x, 1.25x the oracle's replica-hours.", id="within ten percent is level"),
+    pytest.param([(1.0, 1.0), (1.4, 0.1)], [(1.0, 0.5), (1.4, 0.05)], frontier.HEURISTIC,
+                 "On call-centre healthscale leaves more unmet demand than the three-line heuristic at 1.10x, 1.15x, "
+                 "1.20x, 1.25x the oracle's replica-hours.", id="the heuristic is named as the reference"),
+    pytest.param([(1.0, 1.0), (1.05, 0.1)], [(1.2, 0.5), (1.4, 0.2)], frontier.HOLT_WINTERS,
+                 "On call-centre the sweeps of healthscale and Holt-Winters share none of the table's costs.",
+                 id="sweeps that do not overlap say so"),
 ])
-def test_verdict(ours: list[tuple[float, float]], theirs: list[tuple[float, float]], expected: str) -> None:
-    assert frontier.verdict("call-centre", _points(ours, theirs)) == expected
+def test_verdict(ours: list[tuple[float, float]], theirs: list[tuple[float, float]], reference: str,
+                 expected: str) -> None:
+    assert frontier.verdict("call-centre", _points(ours, theirs, reference), reference) == expected
 
 
 def test_the_table_also_compares_where_each_policy_lands_as_configured() -> None:
