@@ -6,9 +6,11 @@ chartlib. The `devcluster` and `api` fixtures live in conftest.py.
 
 from __future__ import annotations
 
+import http.server
 import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -134,3 +136,39 @@ def active_surge_schedule(namespace: str, name: str, surge: str, floor: int) -> 
                              "end": time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() + 3 * 3600)),
                              "minReplicas": floor}]},
     }
+
+
+class HistogramExporter:
+    """A classic Prometheus histogram ``healthscale_it_request_seconds{run=<run>}`` on loopback whose
+    counts grow at fixed rates, whenever Prometheus scrapes it: ``buckets`` maps each ``le`` (ending
+    with "+Inf") to requests a second at or under it; the sum grows by ``sum_per_second``."""
+
+    def __init__(self, run: str, buckets: Sequence[tuple[str, float]], sum_per_second: float) -> None:
+        started = time.monotonic()
+        total = dict(buckets)["+Inf"]
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                elapsed = 1000.0 + time.monotonic() - started
+                lines = ["# TYPE healthscale_it_request_seconds histogram"]
+                lines += [f'healthscale_it_request_seconds_bucket{{run="{run}",le="{le}"}} {rate * elapsed:.3f}'
+                          for le, rate in buckets]
+                lines += [f'healthscale_it_request_seconds_count{{run="{run}"}} {total * elapsed:.3f}',
+                          f'healthscale_it_request_seconds_sum{{run="{run}"}} {sum_per_second * elapsed:.3f}']
+                body = ("\n".join(lines) + "\n").encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -7,20 +7,17 @@ Prometheus 16,000 subqueries a minute, 2,000 of them over the whole 28-day SLO w
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
-import threading
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from clusterlib import DevCluster, RecordingPrometheus, wait_until
+from clusterlib import DevCluster, HistogramExporter, RecordingPrometheus, wait_until
 from healthscale.api import clinicalslo, manifests
 from healthscale.domain import slo
 from healthscale.service import cycle
@@ -95,40 +92,6 @@ BUCKETS = (("0.1", 0), ("0.5", 0), ("1.5", 8), ("5", 10), ("+Inf", 10))
 """le -> requests a second at or under it: 8 of every 10 requests take 1 s, 2 take 3 s."""
 
 
-class HistogramExporter:
-    """A classic Prometheus histogram on loopback whose counts grow at fixed rates: 80% of requests
-    are under 1.5 s by construction, whenever Prometheus scrapes it."""
-
-    def __init__(self) -> None:
-        started = time.monotonic()
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                elapsed = 1000.0 + time.monotonic() - started
-                lines = ["# TYPE healthscale_it_request_seconds histogram"]
-                lines += [f'healthscale_it_request_seconds_bucket{{run="{RUN}",le="{le}"}} {rate * elapsed:.3f}'
-                          for le, rate in BUCKETS]
-                lines += [f'healthscale_it_request_seconds_count{{run="{RUN}"}} {10 * elapsed:.3f}',
-                          f'healthscale_it_request_seconds_sum{{run="{RUN}"}} {14 * elapsed:.3f}']
-                body = ("\n".join(lines) + "\n").encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = int(self.server.server_address[1])
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def prometheus_value(devcluster: DevCluster, query: str) -> float | None:
     url = f"{devcluster.prometheus_url}/api/v1/query?{urllib.parse.urlencode({'query': query})}"
     with urllib.request.urlopen(url, timeout=10) as response:
@@ -138,7 +101,7 @@ def prometheus_value(devcluster: DevCluster, query: str) -> float | None:
 
 @pytest.fixture(scope="module")
 def histogram(devcluster: DevCluster) -> Iterator[HistogramExporter]:
-    serving = HistogramExporter()
+    serving = HistogramExporter(RUN, BUCKETS, sum_per_second=14)
     targets = Path(devcluster.env["DEVCLUSTER_PROMETHEUS_TARGETS_DIR"]) / f"latency-{RUN}.json"
     targets.write_text(json.dumps([{"targets": [f"127.0.0.1:{serving.port}"], "labels": {"job": f"latency-{RUN}"}}]))
     try:
