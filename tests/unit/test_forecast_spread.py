@@ -98,6 +98,8 @@ def test_no_hour_is_wider_or_narrower_than_four_times_the_level(noise: list[floa
     pytest.param(np.random.default_rng(3).standard_normal(12), id="three hours of errors are too few to say"),
     pytest.param(np.full(7 * DAY // QUARTER, np.nan), id="a week of gaps has no errors at all"),
     pytest.param(np.zeros(7 * DAY // QUARTER), id="a week of exact forecasts has only zero errors"),
+    pytest.param(np.random.default_rng(4).standard_normal(spread.MIN_SAMPLES - 1),
+                 id="a history one interval short of two dozen per hour of the day is too short to say"),
 ])
 def test_too_few_errors_keep_the_pooled_band(z: base.FloatArray) -> None:
     assert spread.fit(Zero(), training_of(z), 8, 0.95) is None  # type: ignore[arg-type]
