@@ -182,8 +182,9 @@ def test_with_an_hpa_the_operator_moves_its_floor_and_leaves_replicas_to_it(
     assert floor == min(desired, 30)
     recorded = slo_status(api, namespace)["originals"]
     uid = autoscaling.read_namespaced_horizontal_pod_autoscaler("ehr-api", namespace).metadata.uid
+    scaled_uid = k8s_client.AppsV1Api(api).read_namespaced_deployment("ehr-api", namespace).metadata.uid
     assert recorded == [{"kind": "HorizontalPodAutoscaler", "name": "ehr-api", "uid": uid, "field": "minReplicas",
-                         "value": 1, "scales": "Deployment/ehr-api"}]
+                         "value": 1, "scales": "Deployment/ehr-api", "scalesUid": scaled_uid}]
     custom(api).delete_namespaced_custom_object(GROUP, VERSION, namespace, "clinicalslos", "ed-triage")
     wait_until("the HPA floor restored", lambda: autoscaling.read_namespaced_horizontal_pod_autoscaler(
         "ehr-api", namespace).spec.min_replicas == 1)
