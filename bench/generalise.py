@@ -14,7 +14,6 @@ of BENCHMARKS.md; ``--json`` keeps every split's figures.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import dataclasses
 import json
 import math
@@ -125,13 +124,8 @@ def main() -> int:
         print(f"replayed {task.case} {task.criticality} {task.model}: {result.times.size} intervals in {seconds:.0f}s",
               flush=True)
 
-    if arguments.jobs > 1:
-        with concurrent.futures.ProcessPoolExecutor(max_workers=arguments.jobs) as pool:
-            for future in concurrent.futures.as_completed([pool.submit(_replay, task) for task in tasks]):
-                done(*future.result())
-    else:
-        for task in tasks:
-            done(*_replay(task))
+    for finished in bench.in_processes(_replay, tasks, arguments.jobs):
+        done(*finished)
     rows = []
     for case in arguments.traces:
         base = results[(case, CRITICALITIES[0], models[0])]

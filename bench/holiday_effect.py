@@ -23,7 +23,6 @@ Named ``holiday_effect`` and not ``holidays``: a script's folder comes first on 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import dataclasses
 import json
 import math
@@ -453,13 +452,8 @@ def main() -> int:
         print(f"forecast {task.case} {task.variant}: {forecasts.positions.size} origins in {forecasts.seconds:.0f}s",
               flush=True)
 
-    if arguments.jobs > 1:
-        with concurrent.futures.ProcessPoolExecutor(max_workers=arguments.jobs) as pool:
-            for future in concurrent.futures.as_completed([pool.submit(_forecast, task) for task in tasks]):
-                done(*future.result())
-    else:
-        for task in tasks:
-            done(*_forecast(task))
+    for finished in bench.in_processes(_forecast, tasks, arguments.jobs):
+        done(*finished)
     outcomes = [evaluate(case, trace.load(bench.TRACES / files[case]),
                          {variant: results[(case, variant)] for variant in VARIANTS}) for case in arguments.traces]
     weeks = []

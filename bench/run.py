@@ -14,6 +14,7 @@ leaves it out.
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import json
 import os
@@ -22,6 +23,11 @@ import platform
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TRACES = ROOT.parent / "shared" / "traces"
@@ -32,6 +38,17 @@ CASES = (
     ("taxi-dispatch", "taxi_demand_nyc_30min.csv"),
     ("electricity", "electricity_uk_30min.csv"),
 )
+
+
+def in_processes(work: Callable[[T], R], tasks: Sequence[T], jobs: int) -> Iterator[R]:
+    """``work(task)`` for every task, in ``jobs`` processes when more than one (results as they
+    finish), else in this one in order: the bench scripts' one way to spread replays over cores."""
+    if jobs <= 1:
+        yield from (work(task) for task in tasks)
+        return
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs) as pool:
+        for future in concurrent.futures.as_completed([pool.submit(work, task) for task in tasks]):
+            yield future.result()
 
 
 def _run(command: list[str]) -> str:
