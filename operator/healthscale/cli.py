@@ -299,12 +299,7 @@ def _capacity(arguments: argparse.Namespace) -> int:
     if arguments.replicas_query is not None and not arguments.replicas_query.strip():
         raise ValueError("--replicas-query must be PromQL returning the target's ready replicas")
     slo = manifests.load_one(clinicalslo.ClinicalSLO, arguments.slo)
-    token = None
-    if arguments.prometheus_bearer_token_file is not None:
-        try:
-            token = arguments.prometheus_bearer_token_file.read_text(encoding="utf-8").strip()
-        except OSError as error:
-            raise ValueError(f"--prometheus-bearer-token-file: cannot read {error.filename}: {error.strerror}") from None
+    token = _bearer_token(arguments.prometheus_bearer_token_file)
     auth = prometheus.Auth(bearer_token=token,
                            ca_file=str(arguments.prometheus_ca_file) if arguments.prometheus_ca_file else None)
     with prometheus.Client(arguments.prometheus_url, auth, timeout=60.0) as client:
@@ -505,17 +500,22 @@ def _explain(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _bearer_token(path: pathlib.Path | None) -> str | None:
+    """The token in ``--prometheus-bearer-token-file``, or None when none is given."""
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as error:
+        raise ValueError(f"--prometheus-bearer-token-file: cannot read {error.filename}: {error.strerror}") from None
+
+
 def _run(arguments: argparse.Namespace) -> int:
     import kubernetes
 
     from healthscale.runtime import operator, residency
 
-    token = None
-    if arguments.prometheus_bearer_token_file is not None:
-        try:
-            token = arguments.prometheus_bearer_token_file.read_text(encoding="utf-8").strip()
-        except OSError as error:
-            raise ValueError(f"--prometheus-bearer-token-file: cannot read {error.filename}: {error.strerror}") from None
+    token = _bearer_token(arguments.prometheus_bearer_token_file)
     _load_cluster_config()  # before Kopf starts: no credentials is a message, not a ConfigException traceback
     try:
         return operator.run(operator.Options(
