@@ -8,20 +8,19 @@ option) exits 2 with its message and no traceback.
 from __future__ import annotations
 
 import contextlib
-import http.server
 import io
 import json
 import math
 import pathlib
 import re
 import socket
-import threading
-import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
+
+import loopback_http
 
 from healthscale import cli
 
@@ -68,26 +67,9 @@ class FakePrometheus:
         self.peak = peak
         self.empty: set[str] = set()
         self.queries: list[str] = []
-        fake = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                url = urllib.parse.urlsplit(self.path)
-                params = dict(urllib.parse.parse_qsl(url.query))
-                body = json.dumps(fake.answer(url.path, params)).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.http = loopback_http.LoopbackHttp(
+            lambda path, params, _: (200, "application/json", json.dumps(self.answer(path, params)).encode()))
+        self.url = self.http.url
 
     def answer(self, path: str, params: dict[str, str]) -> dict[str, Any]:
         if path.startswith("/api/v1/label/le/values"):
@@ -109,9 +91,7 @@ class FakePrometheus:
         return {"status": "success", "data": {"resultType": "matrix", "result": result}}
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
+        self.http.close()
 
 
 @pytest.fixture

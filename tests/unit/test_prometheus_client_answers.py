@@ -8,19 +8,19 @@ connections the fake server received, not by timing.
 from __future__ import annotations
 
 import dataclasses
-import http.server
 import json
 import math
 import re
 import socket
 import threading
 import time
-import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
+
+import loopback_http
 
 from healthscale import ports
 from healthscale.adapters import prometheus
@@ -63,31 +63,15 @@ class FakePrometheus:
     def __init__(self) -> None:
         self.reply = Reply()
         self.requests: list[tuple[str, dict[str, str], dict[str, str]]] = []
-        fake = self
+        self.http = loopback_http.LoopbackHttp(self._respond)
+        self.url = self.http.url
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                url = urllib.parse.urlsplit(self.path)
-                fake.requests.append((url.path, dict(urllib.parse.parse_qsl(url.query)), dict(self.headers)))
-                body = fake.reply.encoded()
-                self.send_response(fake.reply.status)
-                self.send_header("Content-Type", fake.reply.content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+    def _respond(self, path: str, params: dict[str, str], headers: dict[str, str]) -> tuple[int, str, bytes]:
+        self.requests.append((path, params, headers))
+        return self.reply.status, self.reply.content_type, self.reply.encoded()
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
+        self.http.close()
 
 
 class SocketServer:
