@@ -81,7 +81,7 @@ def cached_matrix(design: Design, start: int, step: int, count: int) -> base.Flo
 
 
 # Kept in numpy: a Huber step changes the weights of a few rows only, so the weighted normal
-# equations are the cached Gram matrix minus those rows' share, a tenth of the work of statsmodels'
+# equations are the cached Gram matrix minus those rows' share, much less work than statsmodels'
 # ridge (``OLS.fit_regularized``), which takes an SVD of the whole design at every step.
 @functools.lru_cache(maxsize=4)
 def cached_gram(design: Design, start: int, step: int, count: int) -> base.FloatArray:
