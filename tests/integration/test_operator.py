@@ -287,7 +287,8 @@ def test_one_bad_object_never_harms_another(api: k8s_client.ApiClient, operator:
             GROUP, VERSION, namespace, "surgeschedules", "never").get("status") or {}).get("conditions", [])
          if item["type"] == "Ready" and item["status"] == "False"), None))
     assert schedule["reason"] == "InvalidSpec" and "never fires" in schedule["message"], schedule
-    assert conditions(slo_status(api, namespace))["Ready"] == "True"
+    # The scale write comes before the status write in a reconcile, so the floor can be seen first.
+    wait_until("Ready=True on the valid ClinicalSLO", lambda: conditions(slo_status(api, namespace)).get("Ready") == "True")
     warnings = {(event.involved_object.name, event.reason) for event in k8s_client.CoreV1Api(api).list_namespaced_event(
         namespace, field_selector="type=Warning").items}
     assert {("too-many-points", "InvalidSpec"), ("never", "InvalidSpec")} <= warnings, warnings
