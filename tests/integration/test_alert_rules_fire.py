@@ -29,7 +29,10 @@ from typing import Any
 import pytest
 import yaml
 
-from clusterlib import REPO_ROOT, HistogramExporter, stop_process, wait_until
+from clusterlib import REPO_ROOT, HistogramExporter, RecordingPrometheus, stop_process, wait_until
+from healthscale.api import clinicalslo, manifests
+from healthscale.domain import slo
+from healthscale.service import cycle
 
 pytestmark = pytest.mark.integration
 
@@ -62,6 +65,7 @@ def _slo(name: str, journey: str, criticality: str, run: str, errors: str) -> di
 @dataclass(frozen=True)
 class RulesPrometheus:
     url: str
+    slos: tuple[dict[str, Any], ...]
 
     def get(self, path: str, **params: str) -> Any:
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
@@ -102,22 +106,22 @@ def rules_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rules
                     "tools/devcluster/up.sh explains", pytrace=False)
     home = tmp_path_factory.mktemp("rules-prometheus")
     slos = home / "clinicalslos.yaml"
-    slos.write_text(yaml.safe_dump_all([
-        _slo("triage", "ED triage screens", "critical", f"slow-{RUN}", errors="vector(0)"),
-        _slo("portal", "patient portal logins", "standard", f"healthy-{RUN}", errors="vector(0.001)"),
-    ]))
+    manifests_ = (_slo("triage", "ED triage screens", "critical", f"slow-{RUN}", errors="vector(0)"),
+                  _slo("portal", "patient portal logins", "standard", f"healthy-{RUN}", errors="vector(0.001)"))
+    slos.write_text(yaml.safe_dump_all(manifests_))
     subprocess.run([sys.executable, "-m", "healthscale", "rules", "--format", "rules", "--slo", str(slos),
                     "--output", str(home / "rules.yaml")], check=True, cwd=REPO_ROOT, timeout=60)
     exporters = [HistogramExporter(f"slow-{RUN}", SLOW, sum_per_second=14),
                  HistogramExporter(f"healthy-{RUN}", HEALTHY, sum_per_second=1100)]
     try:
-        yield from _prometheus(binary, home, exporters)
+        yield from _prometheus(binary, home, exporters, manifests_)
     finally:
         for exporter in exporters:
             exporter.close()
 
 
-def _prometheus(binary: str, home: Path, exporters: list[HistogramExporter]) -> Iterator[RulesPrometheus]:
+def _prometheus(binary: str, home: Path, exporters: list[HistogramExporter],
+                slos: tuple[dict[str, Any], ...]) -> Iterator[RulesPrometheus]:
     """A Prometheus scraping ``exporters`` every second and evaluating home/rules.yaml every 2 s, stopped
     when the generator is closed."""
     (home / "prometheus.yml").write_text(yaml.safe_dump({
@@ -141,7 +145,7 @@ def _prometheus(binary: str, home: Path, exporters: list[HistogramExporter]) -> 
 
     try:
         wait_until("the rules' Prometheus to be ready", ready, timeout=60)
-        yield RulesPrometheus(url)
+        yield RulesPrometheus(url, slos)
     finally:
         stop_process(process, log)
 
@@ -195,3 +199,33 @@ def test_a_fast_latency_burn_fires_the_page_alert_and_a_healthy_objective_fires_
     firing = {(labels["clinicalslo"], labels["objective"], labels["severity"])
               for labels in rules_prometheus.firing()}
     assert firing == {("triage", "latency", "page"), ("triage", "latency", "ticket")}
+
+
+def test_the_operator_reads_the_recorded_ratios_with_one_query_and_they_match_its_subqueries(
+        rules_prometheus: RulesPrometheus) -> None:
+    """With the rules loaded, the reconcile reads every burn window of a ClinicalSLO with one selector
+    query, and gets the report its own subqueries give from the raw histogram."""
+    triage = manifests.parse(clinicalslo.ClinicalSLO, rules_prometheus.slos[0])
+    client = RecordingPrometheus(rules_prometheus.url)
+    records_of = (triage.metadata.namespace, triage.metadata.name)
+
+    def from_records() -> dict[str, cycle.Measured] | None:
+        client.queries.clear()
+        found = cycle.measure(client, triage.spec, cycle.Memory(), int(time.time()), 60, records_of)
+        # The 28d group evaluates every 5m from its own offset; until it has, the budget is unknown.
+        done = all(item.source == cycle.RECORDING_RULES and item.report is not None
+                   and item.report.budget_remaining is not None for item in found.values())
+        return found if done else None
+
+    recorded = wait_until("triage's ratios recorded for every window", from_records, timeout=360, pause=5)
+    assert client.queries == [cycle.records_query(*records_of)], "one selector query, no subqueries"
+    direct = cycle.measure(RecordingPrometheus(rules_prometheus.url), triage.spec, cycle.Memory(),
+                           int(time.time()), 60)
+    for objective in (slo.AVAILABILITY, slo.LATENCY):
+        ours, theirs = recorded[objective].report, direct[objective].report
+        assert ours is not None and theirs is not None and direct[objective].source == cycle.SUBQUERIES
+        for window in ("5m", "1h", "6h"):
+            assert ours.rates[window] == pytest.approx(theirs.rates[window], rel=0.02, abs=1e-6), (objective, window)
+        assert ours.budget_remaining == pytest.approx(theirs.budget_remaining, rel=0.02, abs=1e-6), objective
+    latency = recorded[slo.LATENCY].report
+    assert latency is not None and latency.fast_burn and latency.rates["1h"] == pytest.approx(20.0, rel=0.01)

@@ -42,6 +42,12 @@ def _spec() -> clinicalslo.ClinicalSLOSpec:
     }).spec
 
 
+def availability_report(metrics: RecordingPrometheus, spec: clinicalslo.ClinicalSLOSpec, memory: cycle.Memory,
+                        now: int, step: int) -> slo.Report | None:
+    """The availability objective's report, as the reconcile measures it."""
+    return cycle.measure(metrics, spec, memory, now, step)[slo.AVAILABILITY].report
+
+
 def _windows(queries: list[str]) -> set[int]:
     return {int(query.split(")[", 1)[1].split("s:", 1)[0]) for query in queries}
 
@@ -51,7 +57,7 @@ def test_long_windows_are_reused_and_short_ones_read_every_cycle(devcluster: Dev
     budget_window = 28 * 86400
     every_window = {*slo.WINDOW_SECONDS, budget_window}
 
-    first = cycle.burn_report(client, spec, memory, now, MINUTE)
+    first = availability_report(client, spec, memory, now, MINUTE)
     assert first is not None
     assert first.rates["1h"] == pytest.approx(50.0, rel=1e-3)
     assert first.budget_remaining == pytest.approx(-49.0, rel=1e-3)
@@ -59,7 +65,7 @@ def test_long_windows_are_reused_and_short_ones_read_every_cycle(devcluster: Dev
     assert len(client.queries) == 2 * len(every_window)  # errors and total for every window
 
     client.queries.clear()
-    next_cycle = cycle.burn_report(client, spec, memory, now + MINUTE, MINUTE)
+    next_cycle = availability_report(client, spec, memory, now + MINUTE, MINUTE)
     # The fast pairs' windows are read again; the long ones are reused (2h may go either way:
     # its per-query spread can bring its reuse down to the step).
     assert {5 * MINUTE, 30 * MINUTE, 60 * MINUTE} <= _windows(client.queries)
@@ -67,17 +73,17 @@ def test_long_windows_are_reused_and_short_ones_read_every_cycle(devcluster: Dev
     assert next_cycle == first
 
     client.queries.clear()
-    cycle.burn_report(client, spec, memory, now + slo.MAX_REUSE_SECONDS, MINUTE)
+    availability_report(client, spec, memory, now + slo.MAX_REUSE_SECONDS, MINUTE)
     assert _windows(client.queries) == every_window  # nothing is reused for longer than the cap
 
 
 def test_editing_an_indicator_reads_every_window_of_it_again(devcluster: DevCluster) -> None:
     client, spec, memory, now = RecordingPrometheus(devcluster.prometheus_url), _spec(), cycle.Memory(), int(time.time())
-    cycle.burn_report(client, spec, memory, now, MINUTE)
+    availability_report(client, spec, memory, now, MINUTE)
     edited = spec.model_copy(update={"indicators": spec.indicators.model_copy(update={"errors": "vector(1)"})})
 
     client.queries.clear()
-    report = cycle.burn_report(client, edited, memory, now + MINUTE, MINUTE)
+    report = availability_report(client, edited, memory, now + MINUTE, MINUTE)
     assert report is not None and report.rates["3d"] == pytest.approx(100.0, rel=1e-3)  # 10% errors now
     new_errors_reads = [query for query in client.queries if query.startswith("avg_over_time((vector(1))[")]
     assert _windows(new_errors_reads) == {*slo.WINDOW_SECONDS, 28 * 86400}

@@ -63,7 +63,7 @@ def alerts(groups: list[dict[str, Any]], objective: str) -> dict[str, dict[str, 
 @pytest.mark.parametrize("objective", [slo.AVAILABILITY, slo.LATENCY])
 def test_every_burn_window_and_the_objective_window_is_recorded(objective: str) -> None:
     recorded = records(rules.groups(resource()), objective)
-    expected = {rules.record_name(seconds) for seconds in (*slo.WINDOW_SECONDS, 28 * 86400)}
+    expected = {slo.record_name(seconds) for seconds in (*slo.WINDOW_SECONDS, 28 * 86400)}
     assert set(recorded) == expected
     assert {"healthscale:sli_error:ratio_rate5m", "healthscale:sli_error:ratio_rate3d",
             "healthscale:sli_error:ratio_rate28d"} <= set(recorded)
@@ -228,7 +228,7 @@ def test_journey_text_is_a_quoted_label_value_and_never_promql_or_template_sourc
 
 def test_names_with_template_braces_print_themselves_in_alert_labels() -> None:
     assert rules.template_literal("a{{b") == 'a{{ "{{" }}b'
-    assert rules.promql_string('x"y\\z\n') == '"x\\"y\\\\z\\n"'
+    assert slo.promql_string('x"y\\z\n') == '"x\\"y\\\\z\\n"'
 
 
 @pytest.mark.parametrize("output_format", [rules.PROMETHEUS_RULE, rules.RULE_FILE])

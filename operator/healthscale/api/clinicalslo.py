@@ -464,6 +464,9 @@ class ObjectiveStatus(common.Model):
     the budget is spent."""
     bucket: str | None = None
     """latency with latencyHistogram: the bucket boundary (le) read as the threshold."""
+    source: str | None = None
+    """Where the ratios came from: RecordingRules (healthscale:sli_error:ratio_rate* series that
+    Prometheus evaluates) or Subqueries (the operator's own)."""
 
 
 class ObjectivesStatus(common.Model):

@@ -64,6 +64,31 @@ def reuse_seconds(window_seconds: int, step_seconds: int, spread: float = 0.0) -
     return max(step_seconds, int(min(window_seconds // 60, MAX_REUSE_SECONDS) * (1.0 - spread / 2)))
 
 
+RECORD_PREFIX = "healthscale:sli_error:ratio_rate"
+"""The recording rules' name, Sloth's with healthscale's prefix; the window's label follows."""
+
+
+def record_name(seconds: int) -> str:
+    """``healthscale:sli_error:ratio_rate5m``: the recorded error ratio over ``seconds``."""
+    return f"{RECORD_PREFIX}{duration_label(seconds)}"
+
+
+def duration_label(seconds: int) -> str:
+    """A window as Prometheus writes durations, largest units first: 300 -> "5m", 129600 -> "1d12h"."""
+    parts, left = [], seconds
+    for unit, size in (("d", 24 * HOUR), ("h", HOUR), ("m", 60), ("s", 1)):
+        if left >= size:
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return "".join(parts) or "0s"
+
+
+def promql_string(text: str) -> str:
+    """``text`` as a double-quoted PromQL string literal (Go escapes)."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return f'"{escaped}"'
+
+
 def _label(seconds: int) -> str:
     if seconds % (24 * HOUR) == 0:
         return f"{seconds // (24 * HOUR)}d"

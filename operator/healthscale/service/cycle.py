@@ -27,7 +27,7 @@ import math
 import threading
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -69,6 +69,8 @@ class Memory:
     """SLO-window averages by PromQL: when read and the value, reused per ``slo.reuse_seconds``."""
     buckets: dict[str, tuple[int, tuple[str, ...]]] = dataclasses.field(default_factory=dict)
     """A latency histogram's bucket boundaries by selector: when read and the le values."""
+    no_records_since: int | None = None
+    """When Prometheus last had no recorded ratios for this ClinicalSLO (``RECORDS_RETRY_SECONDS``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +85,8 @@ class Ports:
     deletion_cost: bool = True
     """Set pod-deletion-cost from indicators.podLoad before a scale-down (off: podLoad is ignored
     and pods are never patched; the operator's --no-pod-deletion-cost)."""
+    recorded_ratios: bool = True
+    """Read burn rates from the recording rules when Prometheus has them (``read_records``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,6 +163,14 @@ class Sli:
     """The histogram bucket (le) read as the latency threshold."""
 
 
+SUBQUERIES, RECORDING_RULES = "Subqueries", "RecordingRules"
+"""Where an objective's ratios came from: the operator's own subqueries, or the recording rules
+that ``healthscale rules`` (or the operator's PrometheusRule) has Prometheus evaluate."""
+RECORDS_RETRY_SECONDS = 600
+"""After Prometheus had no recorded ratios for a ClinicalSLO, look again only after this long: a
+cluster without the rules pays one cheap selector query per ClinicalSLO every 10 minutes."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Measured:
     """One objective this cycle: its report, or "no report" with the reason (a condition's)."""
@@ -169,6 +181,7 @@ class Measured:
     reason: str = ""
     message: str = ""
     bucket: str | None = None
+    source: str = SUBQUERIES
 
 
 def bucket_selector(selector: str, le: str) -> str:
@@ -233,6 +246,40 @@ def sli_report(average: Callable[[str, int, str], float | None], sli: Sli, windo
     return slo.evaluate(sli.percent, counts, whole)
 
 
+def records_query(namespace: str, name: str) -> str:
+    """One selector for every ratio the recording rules keep for a ClinicalSLO (all windows, both
+    objectives): an index lookup for Prometheus, against 16 or more subqueries per objective."""
+    return (f"{{__name__=~{slo.promql_string(slo.RECORD_PREFIX + '.+')}, namespace={slo.promql_string(namespace)}, "
+            f"clinicalslo={slo.promql_string(name)}}}")
+
+
+def read_records(metrics: ports.Metrics, namespace: str, name: str, memory: Memory,
+                 now: int) -> dict[str, dict[str, float]]:
+    """objective -> recorded series name -> error ratio, as Prometheus has them now; empty when it
+    has none (no rules loaded, or not evaluated yet), and then not asked again for a while."""
+    if memory.no_records_since is not None and now - memory.no_records_since < RECORDS_RETRY_SECONDS:
+        return {}
+    found: dict[str, dict[str, float]] = {}
+    for labels, value in metrics.instant(records_query(namespace, name)):
+        if math.isfinite(value) and 0.0 <= value <= 1.0:
+            found.setdefault(labels.get("objective", ""), {})[labels.get("__name__", "")] = value
+    memory.no_records_since = None if found else now
+    return found
+
+
+def _ratio_counts(ratio: float | None) -> slo.Counts | None:
+    # Counts of one event with the recorded error ratio: every ratio the report computes is the same.
+    return None if ratio is None else slo.Counts(good=1.0 - ratio, total=1.0)
+
+
+def recorded_report(sli: Sli, ratios: Mapping[str, float], window_seconds: int) -> slo.Report:
+    """The report from recorded error ratios. A window with no recorded ratio had no events (the
+    rules record no ratio then), as a subquery over it would have found."""
+    counts = {seconds: found for seconds in slo.WINDOW_SECONDS
+              if (found := _ratio_counts(ratios.get(slo.record_name(seconds)))) is not None}
+    return slo.evaluate(sli.percent, counts, _ratio_counts(ratios.get(slo.record_name(window_seconds))))
+
+
 def latency_sli(metrics: ports.Metrics, spec: clinicalslo.ClinicalSLOSpec, memory: Memory,
                 now: int) -> Sli | Measured | None:
     """The latency SLI, or why it cannot be measured (``Measured`` without a report); None without
@@ -267,11 +314,13 @@ def latency_sli(metrics: ports.Metrics, spec: clinicalslo.ClinicalSLOSpec, memor
 
 
 def measure(metrics: ports.Metrics, spec: clinicalslo.ClinicalSLOSpec, memory: Memory, now: int,
-            step: int) -> dict[str, Measured]:
+            step: int, records_of: tuple[str, str] | None = None) -> dict[str, Measured]:
     """Each measured objective's report (availability from errors/total, latency from its
     histogram or latencyGood/total), or why it has none. Raises nothing Prometheus does.
 
-    Long windows' averages are reused for a while (``slo.reuse_seconds``): without that, every
+    With ``records_of`` (namespace, name), the ratios come from the recording rules when Prometheus
+    has them for the objective (one selector query for all), else from subqueries. Long windows'
+    subquery averages are reused for a while (``slo.reuse_seconds``): without that, every
     ClinicalSLO would send Prometheus 16 subqueries a cycle per objective, two of them over the
     whole SLO window.
     """
@@ -292,9 +341,20 @@ def measure(metrics: ports.Metrics, spec: clinicalslo.ClinicalSLOSpec, memory: M
                                f"reading the buckets of indicators.latencyHistogram: {error}")
         if latency is not None:
             slis.append(latency)
+    records: dict[str, dict[str, float]] = {}
+    if records_of is not None and any(isinstance(sli, Sli) for sli in slis):
+        try:
+            records = read_records(metrics, *records_of, memory, now)
+        except ports.MetricsError as error:
+            log.debug("recorded ratios not read (%s); using subqueries", error)
     for sli in slis:
         if isinstance(sli, Measured):
             found[sli.objective] = sli
+            continue
+        if sli.objective in records:
+            found[sli.objective] = Measured(sli.objective, sli.percent,
+                                            recorded_report(sli, records[sli.objective], window_seconds),
+                                            bucket=sli.bucket, source=RECORDING_RULES)
             continue
         try:
             found[sli.objective] = Measured(sli.objective, sli.percent, sli_report(average, sli, window_seconds),
@@ -304,14 +364,6 @@ def measure(metrics: ports.Metrics, spec: clinicalslo.ClinicalSLOSpec, memory: M
             found[sli.objective] = Measured(sli.objective, sli.percent, None, error.reason, str(error), sli.bucket)
     memory.burn_values = average.used  # only this spec's queries: an edited indicator leaves nothing behind
     return found
-
-
-def burn_report(metrics: ports.Metrics, spec: clinicalslo.ClinicalSLOSpec, memory: Memory, now: int,
-                step: int) -> slo.Report | None:
-    """The availability objective's report (errors and total); None when it is not measured or
-    could not be read (``measure`` says why)."""
-    found = measure(metrics, spec, memory, now, step).get(slo.AVAILABILITY)
-    return found.report if found is not None else None
 
 
 _CONDITION_TYPES = {slo.AVAILABILITY: "AvailabilityObjectiveMet", slo.LATENCY: "LatencyObjectiveMet"}
@@ -337,7 +389,8 @@ def objective_condition(previous: Sequence[common.Condition], spec: clinicalslo.
     what = (f"under {latency.threshold_seconds:g}s" + (f" (bucket le={measured.bucket})" if measured.bucket else "")
             if measured.objective == slo.LATENCY and latency is not None else "good")
     message = (f"{report.compliance * 100:.3f}% of events {what} over {window} (objective {measured.percent:g}%), "
-               f"{report.budget_remaining * 100:.1f}% of the error budget left; {report.summary()}")
+               f"{report.budget_remaining * 100:.1f}% of the error budget left; {report.summary()}"
+               + (" (from the recording rules)" if measured.source == RECORDING_RULES else ""))
     return condition(previous, type_, met, reason, message, generation, now)
 
 
@@ -350,7 +403,7 @@ def objectives_status(measured: dict[str, Measured]) -> clinicalslo.ObjectivesSt
             return None
         report = item.report
         return clinicalslo.ObjectiveStatus(
-            target=item.percent, bucket=item.bucket,
+            target=item.percent, bucket=item.bucket, source=item.source if report else None,
             compliance=report.compliance if report else None,
             error_budget_remaining=report.budget_remaining if report else None,
             burn_rates={name: rate for name, rate in report.rates.items() if rate is not None} if report else {})
@@ -467,7 +520,8 @@ def observe(resource: clinicalslo.ClinicalSLO, ports_: Ports, memory: Memory, no
         if spec.objectives.latency is not None:
             measured[slo.LATENCY] = Measured(slo.LATENCY, spec.objectives.latency.percentile, None, "NotRead", skipped)
     else:
-        measured = measure(ports_.metrics, spec, memory, now, settings.step)
+        measured = measure(ports_.metrics, spec, memory, now, settings.step,
+                           (resource.metadata.namespace, resource.metadata.name) if ports_.recorded_ratios else None)
     for item in measured.values():
         if item.report is None:
             log.warning("%s objective not measured (%s): %s", item.objective, item.reason, item.message)

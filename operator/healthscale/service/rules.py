@@ -49,11 +49,6 @@ WINDOW_INTERVAL = "5m"
 LABELS = ("journey", "namespace", "clinicalslo", "objective", "criticality")
 
 
-def record_name(seconds: int) -> str:
-    """``healthscale:sli_error:ratio_rate5m``: Sloth's name, with healthscale's prefix."""
-    return f"healthscale:sli_error:ratio_rate{_label(seconds)}"
-
-
 def prometheus_float(value: float) -> str:
     """``value`` as Prometheus 3 stores a classic histogram's ``le``: Go's shortest ``%g``, with
     ``.0`` added to whole numbers (1 -> "1.0", 1.5 -> "1.5", 0.00001 -> "1e-05", 1e6 -> "1e+06")."""
@@ -86,12 +81,6 @@ def _decimal_text(value: decimal.Decimal) -> str:
 def allowed_ratio(percent: float) -> str:
     """The error ratio an objective allows, in decimal: 99.9 -> "0.001" (no float noise)."""
     return _decimal_text((100 - _percent(percent)) / 100)
-
-
-def promql_string(text: str) -> str:
-    """``text`` as a double-quoted PromQL string literal (Go escapes)."""
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
-    return f'"{escaped}"'
 
 
 def template_literal(text: str) -> str:
@@ -152,8 +141,8 @@ class Objective:
 
     def selector(self) -> str:
         meta = self.resource.metadata
-        return (f"{{namespace={promql_string(meta.namespace)}, clinicalslo={promql_string(meta.name)}, "
-                f"objective={promql_string(self.sli.objective)}}}")
+        return (f"{{namespace={slo.promql_string(meta.namespace)}, clinicalslo={slo.promql_string(meta.name)}, "
+                f"objective={slo.promql_string(self.sli.objective)}}}")
 
     def stated(self) -> str:
         """The objective in words, e.g. "95% of requests under 1.5s (bucket le=1.5) over 28d"."""
@@ -168,8 +157,8 @@ class Objective:
 
 def _pair(objective: Objective, pair: slo.BurnWindow) -> str:
     threshold = f"({pair.factor:g} * {allowed_ratio(objective.sli.percent)})"
-    return (f"(\n  {record_name(pair.long)}{objective.selector()} >= {threshold}\n"
-            f"  and\n  {record_name(pair.short)}{objective.selector()} >= {threshold}\n)")
+    return (f"(\n  {slo.record_name(pair.long)}{objective.selector()} >= {threshold}\n"
+            f"  and\n  {slo.record_name(pair.short)}{objective.selector()} >= {threshold}\n)")
 
 
 def _alert(objective: Objective, severity: str) -> dict[str, Any]:
@@ -212,12 +201,12 @@ def groups(resource: clinicalslo.ClinicalSLO, latency_bucket: str | None = None)
     for sli in slis(resource.spec, latency_bucket):
         objective = Objective(resource, sli)
         name = f"healthscale-{meta.namespace}-{meta.name}-{sli.objective}"
-        recorded = [{"record": record_name(seconds), "expr": error_ratio(sli, seconds, BURN_RESOLUTION),
+        recorded = [{"record": slo.record_name(seconds), "expr": error_ratio(sli, seconds, BURN_RESOLUTION),
                      "labels": objective.labels} for seconds in slo.WINDOW_SECONDS]
         found.append({"name": name, "rules": [*recorded, _alert(objective, PAGE), _alert(objective, TICKET)]})
         if objective.window_seconds not in slo.WINDOW_SECONDS:  # else recorded above, at 1m
             found.append({"name": f"{name}-window", "interval": WINDOW_INTERVAL, "rules": [
-                {"record": record_name(objective.window_seconds),
+                {"record": slo.record_name(objective.window_seconds),
                  "expr": error_ratio(sli, objective.window_seconds, WINDOW_RESOLUTION), "labels": objective.labels}]})
     return found
 
