@@ -109,6 +109,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--pod-deletion-cost", action=argparse.BooleanOptionalAction, default=True,
                      help="before a scale-down, set pods' pod-deletion-cost from indicators.podLoad "
                      "(--no-pod-deletion-cost: never patch pods; podLoad is then ignored)")
+    run.add_argument("--prometheus-rules", action=argparse.BooleanOptionalAction, default=True,
+                     help="when the cluster serves PrometheusRules (Prometheus Operator), keep one per ClinicalSLO "
+                     "with its recording rules and burn-rate alerts, owned by it; burn rates are then read from "
+                     "the recorded series (--no-prometheus-rules: never create them)")
     run.add_argument("--webhook-port", type=int, default=0,
                      help="port for the residency admission webhook (0, the default, runs none); every replica "
                      "serves it, in a thread of its own")
@@ -304,10 +308,10 @@ def _capacity(arguments: argparse.Namespace) -> int:
                            ca_file=str(arguments.prometheus_ca_file) if arguments.prometheus_ca_file else None)
     with prometheus.Client(arguments.prometheus_url, auth, timeout=60.0) as client:
         try:
-            observed = learned.read(client, slo, int(time.time()), since, step, arguments.replicas_query)
+            observed, estimate = learned.estimate(client, slo, int(time.time()), since, step,
+                                                  arguments.replicas_query)
         except ports.MetricsError as error:
             raise ValueError(f"Prometheus at {arguments.prometheus_url} ({error.reason}): {error}") from None
-    estimate = learned.learn(observed, slo)
     print(learned.describe(estimate, slo, observed), end="")
     if arguments.plot is not None:
         _written("--plot", arguments.plot, lambda: learned.plot(estimate, slo, observed, arguments.plot))
@@ -532,6 +536,7 @@ def _run(arguments: argparse.Namespace) -> int:
             log_format=arguments.log_format,
             verbose=arguments.verbose,
             pod_deletion_cost=arguments.pod_deletion_cost,
+            prometheus_rules=arguments.prometheus_rules,
             residency=residency.Config(
                 region_label=_region_label(arguments.region_label),
                 default_regions=residency_rules.parse_regions(arguments.default_allowed_regions),

@@ -137,6 +137,22 @@ class Records(Protocol):
     def save_originals(self, namespace: str, name: str, originals: list[dict[str, Any]]) -> None: ...
 
 
+class RuleObjects(Protocol):
+    """PrometheusRule objects (Prometheus Operator), healthscale's own. Raises ``ApiError`` only."""
+
+    def available(self) -> bool:
+        """Whether the API server serves PrometheusRules (monitoring.coreos.com/v1)."""
+        ...
+
+    def apply(self, namespace: str, body: dict[str, Any]) -> None:
+        """Create or update the PrometheusRule ``body`` (server-side apply, healthscale's fields)."""
+        ...
+
+    def delete(self, namespace: str, name: str) -> None:
+        """Delete healthscale's PrometheusRule of that name; one that is not there is no error."""
+        ...
+
+
 @dataclasses.dataclass(frozen=True)
 class Template:
     """The parts of a workload's pod template that residency reads."""

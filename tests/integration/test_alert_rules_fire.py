@@ -217,7 +217,7 @@ def test_the_operator_reads_the_recorded_ratios_with_one_query_and_they_match_it
                    and item.report.budget_remaining is not None for item in found.values())
         return found if done else None
 
-    recorded = wait_until("triage's ratios recorded for every window", from_records, timeout=360, pause=5)
+    recorded = wait_until("triage's ratios recorded for every window", from_records, timeout=600, pause=5)
     assert client.queries == [cycle.records_query(*records_of)], "one selector query, no subqueries"
     direct = cycle.measure(RecordingPrometheus(rules_prometheus.url), triage.spec, cycle.Memory(),
                            int(time.time()), 60)

@@ -480,5 +480,50 @@ class Namespaces:
                     or (item.get("status") or {}).get("phase") == "Terminating"}
 
 
-def _implements_the_ports(workloads: Workloads, records: ClinicalSLOs) -> tuple[ports.Workloads, ports.Records]:
-    return workloads, records  # never called: mypy checks here that the adapters fit the ports
+RULES_GROUP, RULES_VERSION, RULES_PLURAL = "monitoring.coreos.com", "v1", "prometheusrules"
+APPLY_PATCH = "application/apply-patch+yaml"
+DISCOVERY_SECONDS = 600.0
+"""How long the answer to "does the API server serve PrometheusRules?" is kept."""
+
+
+class PrometheusRules:
+    """``ports.RuleObjects``: PrometheusRules, written by server-side apply as field manager healthscale."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient | None = None,
+                 timeout: tuple[float, float] = TIMEOUT) -> None:
+        self._api = Api(api_client, timeout)
+        self._custom = kubernetes.client.CustomObjectsApi(self._api.client)
+        self._served: tuple[float, bool] | None = None
+
+    def close(self) -> None:
+        self._api.client.close()  # type: ignore[no-untyped-call]
+
+    def available(self) -> bool:
+        """From API discovery (no RBAC needed), re-checked every ``DISCOVERY_SECONDS``: installing
+        the Prometheus Operator later turns the rules on without a restart."""
+        if self._served is not None and time.monotonic() - self._served[0] < DISCOVERY_SECONDS:
+            return self._served[1]
+        try:
+            found = self._api.json("discover PrometheusRules", self._custom.get_api_resources,
+                                   RULES_GROUP, RULES_VERSION)
+            served = any(item.get("name") == RULES_PLURAL for item in found.get("resources") or [])
+        except ports.NotFound:
+            served = False  # the group is not served at all
+        self._served = (time.monotonic(), served)
+        return served
+
+    def apply(self, namespace: str, body: dict[str, Any]) -> None:
+        name = str(body["metadata"]["name"])
+        self._api.json(f"apply PrometheusRule {namespace}/{name}", self._custom.patch_namespaced_custom_object,
+                       RULES_GROUP, RULES_VERSION, namespace, RULES_PLURAL, name, body,
+                       field_manager=FIELD_MANAGER, force=True, _content_type=APPLY_PATCH)
+
+    def delete(self, namespace: str, name: str) -> None:
+        with contextlib.suppress(ports.NotFound):  # already gone is what was asked
+            self._api.json(f"delete PrometheusRule {namespace}/{name}", self._custom.delete_namespaced_custom_object,
+                           RULES_GROUP, RULES_VERSION, namespace, RULES_PLURAL, name)
+
+
+def _implements_the_ports(workloads: Workloads, records: ClinicalSLOs,
+                          rules: PrometheusRules) -> tuple[ports.Workloads, ports.Records, ports.RuleObjects]:
+    return workloads, records, rules  # never called: mypy checks here that the adapters fit the ports

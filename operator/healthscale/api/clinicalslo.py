@@ -66,6 +66,17 @@ class HolidayEffect(enum.StrEnum):
     """Exactly like a Sunday."""
 
 
+class PerReplicaFrom(enum.StrEnum):
+    """Where the perReplica the planner divides by comes from."""
+
+    DECLARED = "Declared"
+    """capacity.perReplica as written."""
+    LEARNED = "Learned"
+    """status.capacity.recommendedPerReplica, learned daily from the latency objective's history, within
+    [0.5x, 2x] of capacity.perReplica and never above it during a surge; capacity.perReplica until
+    there is a recommendation."""
+
+
 class DataClass(enum.StrEnum):
     """What kind of data the journey's pods hold."""
 
@@ -159,6 +170,9 @@ HISTOGRAM_RULE = "latencyHistogram must select a histogram's bucket series: name
 LATENCY_MEASURED = "objectives.latency needs indicators.latencyHistogram or indicators.latencyGood to be measured"
 LATENCY_OBJECTIVE = ("indicators.latencyHistogram and indicators.latencyGood need objectives.latency "
                      "(its thresholdSeconds and percentile)")
+LEARNED_NEEDS_LATENCY = ("capacity.perReplicaFrom Learned needs objectives.latency and its indicator "
+                         "(indicators.latencyHistogram, or indicators.latencyGood with total): perReplica is learned "
+                         "as the load at which the latency objective stops being met")
 
 
 class Indicators(common.Model):
@@ -219,6 +233,11 @@ class Capacity(common.Model):
     """Seconds from scale-up until a new replica serves; the planner looks this far ahead."""
     headroom_percent: float = pydantic.Field(default=10.0, ge=0, le=500, allow_inf_nan=False)
     """Least spare capacity over expected demand, in percent; the criticality's forecast quantile may ask for more."""
+    per_replica_from: PerReplicaFrom = PerReplicaFrom.DECLARED
+    """Declared (perReplica as written) or Learned: the load per ready replica at which the latency
+    objective stops being met, learned daily from its history (status.capacity), used within
+    [0.5x, 2x] of perReplica and never above perReplica during a surge. Learned needs
+    objectives.latency and its indicator (latencyHistogram, or latencyGood with total)."""
 
     crd_validations: ClassVar[list[dict[str, str]]] = [
         {"rule": "self.minReplicas <= self.maxReplicas", "message": "minReplicas must be <= maxReplicas"},
@@ -339,6 +358,10 @@ class ClinicalSLOSpec(common.Model):
                  " || has(self.indicators.latencyGood)", "message": LATENCY_MEASURED},
         {"rule": "(has(self.objectives) && has(self.objectives.latency)) || !(has(self.indicators.latencyHistogram)"
                  " || has(self.indicators.latencyGood))", "message": LATENCY_OBJECTIVE},
+        {"rule": "!has(self.capacity.perReplicaFrom) || self.capacity.perReplicaFrom != 'Learned'"
+                 " || (has(self.objectives) && has(self.objectives.latency)"
+                 " && (has(self.indicators.latencyHistogram) || has(self.indicators.latencyGood)))",
+         "message": LEARNED_NEEDS_LATENCY},
     ]
 
     @pydantic.model_validator(mode="after")
@@ -348,6 +371,9 @@ class ClinicalSLOSpec(common.Model):
             raise ValueError(LATENCY_MEASURED)
         if self.objectives.latency is None and measured:
             raise ValueError(LATENCY_OBJECTIVE)
+        if self.capacity.per_replica_from == PerReplicaFrom.LEARNED and (self.objectives.latency is None
+                                                                         or not measured):
+            raise ValueError(LEARNED_NEEDS_LATENCY)
         return self
 
 
@@ -478,6 +504,43 @@ class ObjectivesStatus(common.Model):
     """From indicators.latencyHistogram or latencyGood, against objectives.latency.percentile."""
 
 
+class CapacityStatus(common.Model):
+    """perReplica learned from the latency objective's history (at most daily), and the perReplica
+    the planner used this cycle. No recommendation is an outcome with its reason, never 0."""
+
+    outcome: str = pydantic.Field(max_length=64)
+    """Observed (a recommendation), NotObserved (the objective held at every load seen: atLeast),
+    NeverMet (missed even at the lightest load), InsufficientData, Pending (not learned yet), or why
+    learning failed with nothing learned before (PrometheusUnavailable, EmptyResult, ...)."""
+    message: str = pydantic.Field(default="", max_length=2048)
+    """The estimate's reason, with the evidence: intervals, days, load range, band."""
+    recommended_per_replica: float | None = None
+    """The load per ready replica at which the latency objective stops being met (Observed only)."""
+    low: float | None = None
+    """Lower end of the recommendation's 5-95% band."""
+    high: float | None = None
+    """Upper end of the band; unset when above the heaviest load seen."""
+    at_least: float | None = None
+    """NotObserved: the objective held up to this load per ready replica."""
+    learned_at: str | None = None
+    """When the recommendation was learned (RFC 3339); relearned a day later."""
+    attempted_at: str | None = None
+    """When learning was last attempted (RFC 3339)."""
+    error: str | None = pydantic.Field(default=None, max_length=2048)
+    """Why the last attempt failed, when it did (the recommendation above is the earlier one, kept)."""
+    fingerprint: str | None = pydantic.Field(default=None, max_length=16)
+    """A digest of what was learned from (target, demand, latency indicator and objective): when
+    it changes, perReplica is relearned at once and the earlier recommendation dropped."""
+    declared_per_replica: float | None = None
+    """spec.capacity.perReplica."""
+    effective_per_replica: float | None = None
+    """The perReplica the planner divided by this cycle."""
+    source: PerReplicaFrom | None = None
+    """Whether effectivePerReplica is the declared or the learned one."""
+    reason: str | None = pydantic.Field(default=None, max_length=1024)
+    """Why that perReplica, e.g. "perReplica 42 learned (declared 30, bounded to [15, 60])"."""
+
+
 class ClinicalSLOStatus(common.Model):
     """What healthscale observed and decided, written every cycle."""
 
@@ -527,6 +590,8 @@ class ClinicalSLOStatus(common.Model):
     """When the last cycle ran (RFC 3339)."""
     recommendations: tuple[Recommendation, ...] = ()
     """Recommendations within the stabilisation window, so that a restarted operator does not dip."""
+    capacity: CapacityStatus | None = None
+    """perReplica learned daily from the latency objective, and the one planned with (with a latency objective)."""
 
 
 _STATUS_LISTS = ("conditions", "originals", "recommendations")

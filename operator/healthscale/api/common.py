@@ -45,6 +45,8 @@ class ObjectMeta(pydantic.BaseModel):
     labels: dict[str, str] = pydantic.Field(default_factory=dict)
     annotations: dict[str, str] = pydantic.Field(default_factory=dict)
     generation: int | None = None
+    uid: str | None = None
+    """Set by the API server; what an ownerReference to the object names."""
 
 
 class LabelSelectorRequirement(Model):

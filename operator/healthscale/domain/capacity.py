@@ -28,6 +28,15 @@ end (``high`` is None). Under ``MIN_BLOCKS`` days, blocks are shorter (the span 
 **Never a made-up number.** When the load never reached the knee the result is "not observed: at
 least X", X the highest load with ``TOP_INTERVALS`` intervals at or above it; when the objective is
 missed even at the lightest load, the cause is not load and nothing is recommended.
+
+**Which perReplica the planner uses** (``choose``, for ``capacity.perReplicaFrom``): the declared
+one, or with ``Learned`` the recommendation bounded to [0.5x, 2x] of the declared one, and never
+above the declared one while a surge is in effect (a surge is no time to test a larger number).
+A "not observed: at least X" is evidence that X per replica met the objective, and none against
+the declared value: it raises perReplica to min(X, 2x) only when X is above the declared value,
+and otherwise leaves the declared value. Anything else (no recommendation) plans with the declared
+value and says why. ``due`` says when to relearn: daily, sooner when the inputs changed, an hour
+after a failed attempt.
 """
 
 from __future__ import annotations
@@ -53,6 +62,12 @@ RESAMPLES = 200
 BAND = (0.05, 0.95)
 """The band's lower and upper percentiles of the bootstrap knees."""
 DAY = 86400
+LOWEST, HIGHEST = 0.5, 2.0
+"""A learned perReplica is used within [LOWEST x, HIGHEST x] of the declared one."""
+RELEARN_SECONDS = DAY
+"""A recommendation is relearned this long after it was learned."""
+RETRY_SECONDS = 3600
+"""A failed attempt (Prometheus down, no data) is retried this long after it."""
 
 
 class Outcome(enum.StrEnum):
@@ -238,3 +253,66 @@ def _bootstrap(times: FloatArray, load: FloatArray, share: FloatArray, weights: 
     high = float(ordered[int(math.ceil(BAND[1] * (resamples - 1)))])
     crossed = int(np.count_nonzero(np.isfinite(knees)))
     return _Band(low if math.isfinite(low) else None, high if math.isfinite(high) else None, crossed)
+
+
+DECLARED, LEARNED = "Declared", "Learned"
+"""The source of the perReplica planned with (``clinicalslo.PerReplicaFrom``'s values)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """The perReplica the planner divides by, where it comes from and why, in one phrase."""
+
+    per_replica: float
+    source: str
+    """DECLARED or LEARNED."""
+    reason: str
+
+
+def choose(declared: float, learned: bool, outcome: str, recommended: float | None, at_least: float | None,
+           surge: str | None) -> Choice:
+    """The perReplica to plan with.
+
+    ``learned`` is ``perReplicaFrom: Learned``; ``outcome`` and ``recommended`` or ``at_least`` the
+    estimate's (``Outcome`` values, or any other reason when there is none); ``surge`` the surge in
+    effect, if any. The result is always within [0.5x, 2x] of ``declared``, never above it during a
+    surge, and ``declared`` itself unless ``learned``."""
+    if not learned:
+        return Choice(declared, DECLARED, f"perReplica {declared:g} declared")
+    low, high = LOWEST * declared, HIGHEST * declared
+    bounds = f"declared {declared:g}, bounded to [{low:g}, {high:g}]"
+    if outcome == Outcome.OBSERVED and _usable(recommended):
+        assert recommended is not None
+        value = min(max(recommended, low), high)
+        found = f"learned {recommended:.4g}"
+        clamped = f"recommended {recommended:.4g}; " if value != recommended else ""
+        what = f"perReplica {value:.4g} learned ({clamped}{bounds})"
+    elif outcome == Outcome.NOT_OBSERVED and _usable(at_least):
+        assert at_least is not None
+        if at_least <= declared:
+            return Choice(declared, DECLARED, f"perReplica {declared:g} declared (learned: not observed, at least "
+                                              f"{at_least:.4g}, which is no reason to change it)")
+        value = min(at_least, high)
+        found = f"learned at least {at_least:.4g}"
+        what = (f"perReplica {value:.4g} learned (the latency objective held up to {at_least:.4g} per replica; "
+                f"{bounds})")
+    else:
+        return Choice(declared, DECLARED, f"perReplica {declared:g} declared (nothing learned to use: {outcome})")
+    if surge is not None and value > declared:
+        return Choice(declared, DECLARED, f"perReplica {declared:g} declared during surge {surge} ({found} is above "
+                                          "it, used once the surge is over)")
+    return Choice(value, LEARNED, what)
+
+
+def _usable(value: float | None) -> bool:
+    return value is not None and math.isfinite(value) and value > 0
+
+
+def due(now: int, *, learned_at: int | None, attempted_at: int | None, failed: bool, first: int) -> bool:
+    """Whether to learn at ``now``: a day after the last recommendation was learned; an hour after a
+    failed attempt; and, with nothing learned yet, from ``first`` on (staggered by the caller)."""
+    if failed and attempted_at is not None and now - attempted_at < RETRY_SECONDS:
+        return False
+    if learned_at is not None:
+        return now - learned_at >= RELEARN_SECONDS
+    return now >= first

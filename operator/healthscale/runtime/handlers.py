@@ -24,7 +24,7 @@ from healthscale.adapters import kube, prometheus
 from healthscale.api import clinicalslo, manifests, surgeschedule
 from healthscale.service import events
 from healthscale.runtime import metrics, residency
-from healthscale.service import cycle
+from healthscale.service import cycle, rule_sync
 
 GROUP, VERSION = "healthscale.io", "v1alpha1"
 TICK_SECONDS = 20.0
@@ -45,6 +45,8 @@ class Runtime:
     kube: kube.Workloads
     """The adapter itself, for what is not the reconcile's (SurgeSchedule status)."""
     dry_run: bool = False
+    rules: rule_sync.Port | None = None
+    """PrometheusRules per ClinicalSLO (``rule_sync``) when the cluster serves them; None: off."""
     memories: dict[tuple[str, str], cycle.Memory] = dataclasses.field(default_factory=dict)
     due: set[tuple[str, str]] = dataclasses.field(default_factory=set)
 
@@ -208,9 +210,17 @@ def tick(body: kopf.Body, status: kopf.Status, namespace: str | None, name: str,
         raise kopf.TemporaryError(str(error), delay=15) from error
     finally:
         metrics.CYCLE_SECONDS.observe(time.perf_counter() - started)
-    write_status(patch, result.status)
+    status_ = result.status
+    rule_events: tuple[events.Event, ...] = ()
+    if runtime.rules is not None and not runtime.dry_run:
+        synced = rule_sync.sync(runtime.rules, slo, status_, memory, previous.conditions, now)
+        if synced.condition is not None:
+            kept = tuple(item for item in status_.conditions if item.type != rule_sync.CONDITION)
+            status_ = status_.model_copy(update={"conditions": (*kept, synced.condition)})
+        rule_events = synced.events
+    write_status(patch, status_)
     _refresh_schedules(runtime, schedules, now, logger)
-    for event in result.events:
+    for event in (*result.events, *rule_events):
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     metrics.record(slo.metadata.namespace, name, result)
     outcome = next((item for item in result.status.conditions if item.type == "Ready"), None)
@@ -293,8 +303,10 @@ def schedule_changed(body: kopf.Body, namespace: str | None, memo: Any, patch: k
     patch.status.update(fresh.model_dump(mode="json", by_alias=True))
 
 
-def make_runtime(prometheus_url: str, auth: prometheus.Auth, dry_run: bool, deletion_cost: bool = True) -> Runtime:
+def make_runtime(prometheus_url: str, auth: prometheus.Auth, dry_run: bool, deletion_cost: bool = True,
+                 prometheus_rules: bool = True) -> Runtime:
     kube.load_config()
     workloads = kube.Workloads()
     return Runtime(cycle.Ports(prometheus.Client(prometheus_url, auth), workloads, kube.ClinicalSLOs(),
-                               deletion_cost=deletion_cost), workloads, dry_run=dry_run)
+                               deletion_cost=deletion_cost), workloads, dry_run=dry_run,
+                   rules=kube.PrometheusRules() if prometheus_rules else None)

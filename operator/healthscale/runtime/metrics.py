@@ -49,6 +49,10 @@ BURN_RATE = prometheus_client.Gauge(
     (*_LABELS, "objective", "window"))
 FORECAST_ERROR = prometheus_client.Gauge(
     "healthscale_forecast_error", "Recent forecast error, mean absolute scaled (1 = as good as naive)", _LABELS)
+RECOMMENDED_PER_REPLICA = prometheus_client.Gauge(
+    "healthscale_recommended_per_replica",
+    "perReplica learned from the latency objective's history (status.capacity.recommendedPerReplica); "
+    "no series while there is no recommendation", _LABELS)
 CYCLE_ERRORS = prometheus_client.Counter(
     "healthscale_cycle_errors", "Cycles that failed, by cause", (*_LABELS, "cause"))
 SCALE_ACTIONS = prometheus_client.Counter(
@@ -97,6 +101,11 @@ def record(namespace: str, name: str, result: cycle.Result) -> None:
     if budget is not None:
         BUDGET.labels(namespace, name).set(float(budget))
     _record_objectives(namespace, name, result.status.objectives)
+    learned = result.status.capacity.recommended_per_replica if result.status.capacity is not None else None
+    if learned is not None:
+        RECOMMENDED_PER_REPLICA.labels(namespace, name).set(learned)
+    elif (namespace, name) in _series(RECOMMENDED_PER_REPLICA, namespace, name):
+        RECOMMENDED_PER_REPLICA.remove(namespace, name)  # "no recommendation" is no series, never 0
     if result.scaled:
         SCALE_ACTIONS.labels(namespace, name).inc()
 

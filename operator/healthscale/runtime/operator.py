@@ -35,6 +35,7 @@ class Options:
     residency: residency.Config = residency.Config()
     webhook: webhook.Config = webhook.Config()
     pod_deletion_cost: bool = True
+    prometheus_rules: bool = True
 
 
 def _tune_malloc() -> None:
@@ -83,6 +84,7 @@ def run(options: Options) -> int:
         prometheus.Auth(options.bearer_token, options.ca_file, options.insecure_skip_verify),
         options.dry_run,
         options.pod_deletion_cost,
+        options.prometheus_rules,
     )
     residency_runtime = residency.make_runtime(options.residency)
     # Admission in its own thread, before Kopf: every replica serves it, whatever peering decides.

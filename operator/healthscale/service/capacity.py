@@ -11,20 +11,42 @@ come from Prometheus. The default is kube-state-metrics' series for the target:
 those that serve) or ``kube_statefulset_status_replicas_ready``, summed over the target's namespace
 and name. Without kube-state-metrics, ``replicas_query`` is any PromQL returning one series, e.g.
 ``count(<indicators.podLoad>)``: the pods that report load.
+
+**In the reconcile** (``refresh``, called by ``cycle.run`` each cycle of a ClinicalSLO with a
+latency objective): the same ``estimate`` over ``SINCE`` at ``STEP`` (the CLI's defaults), at most
+daily (``domain.capacity.due``). The recommendation lives in ``status.capacity``, so a restarted
+operator does not relearn; a ClinicalSLO never learned waits a share of ``STAGGER_SECONDS`` fixed by
+its name, so a thousand of them do not all learn in one cycle. Learning is skipped (and stays due)
+when the cycle has spent its time budget or cannot get a ``cycle.FITS`` slot within it. A failure
+(Prometheus down, no data) keeps the earlier recommendation and says why in ``error``; it never
+fails the cycle.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import pathlib
+import zlib
+from collections.abc import Sequence
 
 import numpy as np
 
 from healthscale import ports
 from healthscale.api import clinicalslo, durations
-from healthscale.domain import capacity, history, series
+from healthscale.domain import calendar, capacity, history, series
 from healthscale.service import cycle
+from healthscale.service import events as events_
+
+SINCE = 14 * 86400
+"""History the reconcile learns from: 14 days, as ``healthscale capacity`` reads by default."""
+STEP = 300
+"""One interval: 5 minutes, as ``healthscale capacity`` by default."""
+STAGGER_SECONDS = 3600
+"""A ClinicalSLO never learned first learns within this long of the operator first seeing it."""
+
+log = logging.getLogger(__name__)
 
 REPLICAS_METRIC = {"Deployment": ("kube_deployment_status_replicas_available", "deployment"),
                    "StatefulSet": ("kube_statefulset_status_replicas_ready", "statefulset")}
@@ -135,6 +157,14 @@ def _column(metrics: ports.Metrics, what: str, query: str, start: int, end: int,
     return values
 
 
+def estimate(metrics: ports.Metrics, slo: clinicalslo.ClinicalSLO, now: int, since: int, step: int,
+             replicas: str | None = None) -> tuple[Observed, capacity.Estimate]:
+    """Read the history (``read``) and learn from it (``learn``): what ``healthscale capacity`` and
+    the reconcile both run. Raises what ``read`` raises."""
+    observed = read(metrics, slo, now, since, step, replicas)
+    return observed, learn(observed, slo)
+
+
 def learn(observed: Observed, slo: clinicalslo.ClinicalSLO, *, resamples: int = capacity.RESAMPLES) -> capacity.Estimate:
     objective = slo.spec.objectives.latency
     if objective is None:  # queries() refused it already
@@ -212,3 +242,114 @@ def plot(estimate: capacity.Estimate, slo: clinicalslo.ClinicalSLO, observed: Ob
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+# ---------------------------------------------------------------------------- in the reconcile
+
+
+PENDING = "Pending"
+"""The outcome before the first recommendation is learned."""
+
+
+def fingerprint(spec: clinicalslo.ClinicalSLOSpec) -> str:
+    """A digest of what a recommendation is learned from: the target, demand, the latency indicator
+    and objective. perReplica itself is not in it: the recommendation does not depend on it."""
+    latency, indicators = spec.objectives.latency, spec.indicators
+    parts = (spec.target_ref.kind, spec.target_ref.name, indicators.demand, indicators.latency_histogram or "",
+             indicators.latency_good or "", (indicators.total or "") if indicators.latency_good else "",
+             f"{latency.percentile!r}/{latency.threshold_seconds!r}" if latency is not None else "")
+    return f"{zlib.crc32(chr(31).join(parts).encode()):08x}"
+
+
+def stagger(namespace: str, name: str) -> int:
+    """Seconds a ClinicalSLO never learned waits before its first learn: fixed by its name."""
+    return zlib.crc32(f"{namespace}/{name}".encode()) % STAGGER_SECONDS
+
+
+def refresh(resource: clinicalslo.ClinicalSLO, ports_: cycle.Ports, memory: cycle.Memory,
+            previous: clinicalslo.CapacityStatus | None, surges: Sequence[calendar.Window], lookahead: int,
+            now: int, started: float) -> clinicalslo.CapacityStatus | None:
+    """This cycle's ``status.capacity``: learned again when due, else carried over from ``previous``,
+    with the perReplica the planner uses (``capacity.choose``). None without a latency objective.
+    Raises nothing: a failure to learn is kept in the status."""
+    spec = resource.spec
+    if spec.objectives.latency is None:
+        return None
+    digest = fingerprint(spec)
+    changed = previous is not None and previous.fingerprint != digest
+    kept = previous if previous is not None and not changed else None
+    if memory.capacity_first is None:
+        memory.capacity_first = now + stagger(resource.metadata.namespace, resource.metadata.name)
+    if kept is None:
+        kept = clinicalslo.CapacityStatus(outcome=PENDING, fingerprint=digest, message=(
+            "the latency objective's indicators changed: relearning" if changed else
+            f"first learned after {events_.timestamp(memory.capacity_first)} (staggered by name)"))
+    if capacity.due(now, learned_at=_epoch(kept.learned_at), attempted_at=_epoch(kept.attempted_at),
+                    failed=kept.error is not None or kept.outcome not in _LEARNED,
+                    first=now if changed else memory.capacity_first):
+        kept = _learn_within_budget(resource, ports_, kept, now, started)
+    declared = spec.capacity.per_replica
+    surge = next((window.surge for window in surges
+                  if window.in_effect(series.from_epoch(now), dt.timedelta(seconds=lookahead))), None)
+    chosen = capacity.choose(declared, spec.capacity.per_replica_from == clinicalslo.PerReplicaFrom.LEARNED,
+                             kept.outcome, kept.recommended_per_replica, kept.at_least, surge)
+    return kept.model_copy(update={
+        "declared_per_replica": declared, "effective_per_replica": chosen.per_replica,
+        "source": clinicalslo.PerReplicaFrom(chosen.source), "reason": chosen.reason})
+
+
+_LEARNED = {str(outcome) for outcome in capacity.Outcome}
+"""Outcomes of a finished estimate (anything else is Pending or why learning failed)."""
+
+
+def _epoch(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return series.to_epoch(events_.parse_time(text))
+    except ValueError:
+        return None  # unreadable: as if never learned
+
+
+def _learn_within_budget(resource: clinicalslo.ClinicalSLO, ports_: cycle.Ports,
+                         kept: clinicalslo.CapacityStatus, now: int, started: float) -> clinicalslo.CapacityStatus:
+    """Learn now if the cycle's budget allows and a FITS slot frees up within it; else ``kept`` (still due)."""
+    remaining = cycle.BUDGET_SECONDS - (ports_.clock() - started)
+    if remaining <= 0 or not cycle.FITS.acquire(timeout=remaining):
+        log.info("perReplica not learned this cycle: the cycle's %gs budget is spent", cycle.BUDGET_SECONDS)
+        return kept
+    try:
+        return _learn(resource, ports_.metrics, kept, now)
+    finally:
+        cycle.FITS.release()
+
+
+def _learn(resource: clinicalslo.ClinicalSLO, metrics: ports.Metrics, kept: clinicalslo.CapacityStatus,
+           now: int) -> clinicalslo.CapacityStatus:
+    attempted = events_.timestamp(now)
+    try:
+        _, found = estimate(metrics, resource, now, SINCE, STEP)
+    except ports.MetricsError as error:
+        return _failed(kept, error.reason, str(error), attempted)
+    except Empty as error:
+        return _failed(kept, "EmptyResult", str(error), attempted)
+    except ValueError as error:
+        return _failed(kept, "InvalidQuery", str(error), attempted)
+    except Exception as error:  # noqa: BLE001 - a bug in learning must cost no cycle; it is reported, not hidden
+        log.exception("learning perReplica failed")
+        return _failed(kept, "LearnFailed", f"{type(error).__name__}: {error}", attempted)
+    return clinicalslo.CapacityStatus(
+        outcome=str(found.outcome), message=found.reason[:2048], recommended_per_replica=found.recommended,
+        low=found.low, high=found.high, at_least=found.at_least, learned_at=attempted, attempted_at=attempted,
+        fingerprint=kept.fingerprint)
+
+
+def _failed(kept: clinicalslo.CapacityStatus, reason: str, message: str, attempted: str) -> clinicalslo.CapacityStatus:
+    """Learning failed: the earlier recommendation (if any) stays, and the status says why."""
+    log.warning("perReplica not learned (%s): %s", reason, message)
+    text = f"{reason}: {message}"[:2048]
+    if kept.outcome in _LEARNED:
+        return kept.model_copy(update={"error": f"{text}; keeping the recommendation learned at {kept.learned_at}"[:2048],
+                                       "attempted_at": attempted})
+    return kept.model_copy(update={"outcome": reason[:64], "message": message[:2048], "error": text,
+                                   "attempted_at": attempted})

@@ -10,6 +10,8 @@
    forecast, or "no forecast" with its reason (PrometheusUnavailable, InvalidQuery,
    NonFiniteSample, StaleData, ...); an objective's report, or its reason (LatencyBucketMissing,
    ...); never an exception and never zero;
+   5b. ``capacity``: perReplica learned from the latency objective at most daily (``service.capacity``)
+   and the one planned with: declared, or with ``perReplicaFrom: Learned`` the bounded recommendation;
 6. ``plan``: the planner's decision (pure);
 7. ``apply``: each field's original is saved to status before the field is first written;
 8. ``status``: the typed ``ClinicalSLOStatus`` the CRD is generated from.
@@ -69,6 +71,10 @@ class Memory:
     """SLO-window averages by PromQL: when read and the value, reused per ``slo.reuse_seconds``."""
     buckets: dict[str, tuple[int, tuple[str, ...]]] = dataclasses.field(default_factory=dict)
     """A latency histogram's bucket boundaries by selector: when read and the le values."""
+    capacity_first: int | None = None
+    """When this process may first learn perReplica for a ClinicalSLO never learned (staggered by name)."""
+    rules_applied: tuple[str, int] | None = None
+    """The digest of the PrometheusRule last applied for this ClinicalSLO, and when (``rule_sync``)."""
     no_records_since: int | None = None
     """When Prometheus last had no recorded ratios for this ClinicalSLO (``RECORDS_RETRY_SECONDS``)."""
 
@@ -662,6 +668,15 @@ def run(resource: clinicalslo.ClinicalSLO, schedules: Sequence[surgeschedule.Sur
     observation = observe(resource, ports_, memory, now, previous.conditions, started)
     events += observation.events
 
+    # 5b. capacity: perReplica learned at most daily (service.capacity, imported here because it reads the
+    # latency SLI through this module), and the perReplica planned with (declared, or learned and bounded).
+    from healthscale.service import capacity as learning
+
+    capacity_status = learning.refresh(resource, ports_, memory, previous.capacity, windows, policy.lookahead, now,
+                                       started)
+    if capacity_status is not None and capacity_status.effective_per_replica is not None:
+        policy = dataclasses.replace(policy, per_replica=capacity_status.effective_per_replica)
+
     # 6. plan
     _recommendations(memory, previous)
     decision, memory.planner = planning.plan(policy, planning.Inputs(
@@ -671,6 +686,9 @@ def run(resource: clinicalslo.ClinicalSLO, schedules: Sequence[surgeschedule.Sur
                          for item in observation.objectives.values() if item.report and item.report.fast_burn),
         demand_anomaly=observation.anomaly, stale=observation.stale, ready_replicas=target.ready_replicas,
     ), memory.planner)
+    if spec.capacity.per_replica_from == clinicalslo.PerReplicaFrom.LEARNED and capacity_status is not None \
+            and capacity_status.reason:
+        decision = dataclasses.replace(decision, notes=(*decision.notes, capacity_status.reason))
 
     # 7. apply
     if write_error is None:
@@ -734,6 +752,7 @@ def run(resource: clinicalslo.ClinicalSLO, schedules: Sequence[surgeschedule.Sur
         last_cycle_time=events_.timestamp(now),
         recommendations=tuple(clinicalslo.Recommendation(time=events_.timestamp(time), replicas=replicas)
                               for time, replicas in memory.planner.proposals),
+        capacity=capacity_status,
     )
     memory.last_cycle = now
     return Result(status, tuple(events), decision, writer.scaled, retry_after)
