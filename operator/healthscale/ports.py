@@ -141,11 +141,12 @@ class RuleObjects(Protocol):
     """PrometheusRule objects (Prometheus Operator), healthscale's own. Raises ``ApiError`` only."""
 
     def available(self) -> bool:
-        """Whether the API server serves PrometheusRules (monitoring.coreos.com/v1)."""
+        """False while the API server is known not to serve PrometheusRules (monitoring.coreos.com/v1)."""
         ...
 
-    def apply(self, namespace: str, body: dict[str, Any]) -> None:
-        """Create or update the PrometheusRule ``body`` (server-side apply, healthscale's fields)."""
+    def apply(self, namespace: str, body: dict[str, Any]) -> bool:
+        """Create or update the PrometheusRule ``body`` (healthscale's fields); False when the API
+        server serves no PrometheusRules."""
         ...
 
     def delete(self, namespace: str, name: str) -> None:

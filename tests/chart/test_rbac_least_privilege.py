@@ -67,7 +67,7 @@ class Need:
     when: str | None = None
     """The chart features that turn the code path on; None: always. Alternatives joined by " or ",
     features that must all be on by "+": "residency or deletion-cost", "residency+evict". Features:
-    residency, webhook, evict, deletion-cost, peering, clusterwide, namespaced (and
+    residency, webhook, evict, deletion-cost, prometheus-rules, peering, clusterwide, namespaced (and
     namespace-observation, which Kopf's own rules cover, see KOPF_NAMESPACE_OBSERVATION)."""
     name: str = "*"
     """The one object it applies to, when the call names a fixed object."""
@@ -115,7 +115,15 @@ CLIENT_CALLS: dict[str, Need | tuple[Need, ...]] = {
                                         when="residency+peering+clusterwide")),
     "list_namespaced_custom_object": (Need(("healthscale.io", "clinicalslos", "list")),
                                       Need(("kopf.dev", "kopfpeerings", "list"), when="residency+peering+namespaced")),
-    "patch_namespaced_custom_object": Need(("healthscale.io", "clinicalslos", "patch")),
+    # ... and (prometheusRules.enabled) service/rule_sync.py via adapters/kube.py: a PrometheusRule per
+    # ClinicalSLO, server-side applied, created when missing, deleted when nothing is measured.
+    "patch_namespaced_custom_object": (
+        Need(("healthscale.io", "clinicalslos", "patch")),
+        Need(("monitoring.coreos.com", "prometheusrules", "patch"), when="prometheus-rules")),
+    "create_namespaced_custom_object": Need(("monitoring.coreos.com", "prometheusrules", "create"),
+                                            when="prometheus-rules"),
+    "delete_namespaced_custom_object": Need(("monitoring.coreos.com", "prometheusrules", "delete"),
+                                            when="prometheus-rules"),
     # runtime/sweeper.py: a Warning/Normal Event on each ClinicalSLO it releases (core v1, as Kopf's);
     # adapters/audit.py: a Warning Event on each pod outside its namespace's regions.
     "create_namespaced_event": Need(("", "events", "create"), api="CoreV1Api"),
@@ -395,6 +403,9 @@ SHAPES: dict[str, tuple[list[str], list[str], bool, set[str], bool]] = {
         {"residency", "webhook"}, True),
     "cluster-wide with the webhook's certificate from a Secret of yours": (
         ["webhook.enabled=true", "webhook.certificate.source=secret"], [], False, {"webhook"}, True),
+    "cluster-wide with PrometheusRules": (["prometheusRules.enabled=true"], [], False, {"prometheus-rules"}, True),
+    "namespaced with PrometheusRules": ([TWO_NAMESPACES, "prometheusRules.enabled=true"], ["ehr", "telehealth"],
+                                        False, {"prometheus-rules"}, True),
     "namespaced with eviction, without discovery": (
         ["watchNamespaces={ehr}", RESIDENCY, "residency.evict=true", "rbac.clusterDiscovery=false"], ["ehr"], False,
         {"residency", "evict"}, False),

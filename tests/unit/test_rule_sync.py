@@ -26,10 +26,13 @@ class FakeRuleObjects:
     def available(self) -> bool:
         return self.served
 
-    def apply(self, namespace: str, body: dict[str, Any]) -> None:
+    def apply(self, namespace: str, body: dict[str, Any]) -> bool:
         if self.fault is not None:
             raise self.fault
+        if not self.served:
+            return False
         self.applied.append(body)
+        return True
 
     def delete(self, namespace: str, name: str) -> None:
         if self.fault is not None:
@@ -100,9 +103,9 @@ def test_when_the_rule_is_applied_again(offset: int, edited: bool, applies: int)
 
 
 def test_a_cluster_without_prometheus_rules_gets_nothing_and_no_condition() -> None:
-    port = FakeRuleObjects(served=False)
-    outcome = rule_sync.sync(port, resource(), status(), cycle.Memory(), (), NOW)
-    assert outcome == rule_sync.Outcome(None) and port.applied == []
+    port, memory = FakeRuleObjects(served=False), cycle.Memory()
+    outcome = rule_sync.sync(port, resource(), status(), memory, (), NOW)
+    assert outcome == rule_sync.Outcome(None) and port.applied == [] and memory.rules_applied is None
 
 
 def test_removing_every_objective_deletes_the_rule_it_applied() -> None:

@@ -41,6 +41,13 @@ framework). tests/chart/test_rbac_least_privilege.py derives the same set from t
   resources: [pods]
   verbs: [patch]
 {{- end }}
+{{- if .Values.prometheusRules.enabled }}
+# The operator (prometheusRules.enabled): keep one PrometheusRule per ClinicalSLO, in its
+# namespace (create, then server-side apply), and delete it when the ClinicalSLO measures nothing.
+- apiGroups: [monitoring.coreos.com]
+  resources: [prometheusrules]
+  verbs: [create, patch, delete]
+{{- end }}
 {{- if and $residency .Values.residency.evict }}
 # The operator (residency.evict): evict pods running outside their allowed regions. The Eviction
 # API honours PodDisruptionBudgets.

@@ -482,44 +482,50 @@ class Namespaces:
 
 RULES_GROUP, RULES_VERSION, RULES_PLURAL = "monitoring.coreos.com", "v1", "prometheusrules"
 APPLY_PATCH = "application/apply-patch+yaml"
-DISCOVERY_SECONDS = 600.0
-"""How long the answer to "does the API server serve PrometheusRules?" is kept."""
+NOT_SERVED_SECONDS = 600.0
+"""After the API server said it serves no PrometheusRules, how long before asking again."""
 
 
 class PrometheusRules:
-    """``ports.RuleObjects``: PrometheusRules, written by server-side apply as field manager healthscale."""
+    """``ports.RuleObjects``: PrometheusRules, written by server-side apply as field manager healthscale.
+
+    Whether the cluster serves them is learnt from the writes themselves (a create answered 404),
+    not from discovery: no extra right, and installing the Prometheus Operator later turns the
+    rules on within ``NOT_SERVED_SECONDS`` without a restart."""
 
     def __init__(self, api_client: kubernetes.client.ApiClient | None = None,
                  timeout: tuple[float, float] = TIMEOUT) -> None:
         self._api = Api(api_client, timeout)
         self._custom = kubernetes.client.CustomObjectsApi(self._api.client)
-        self._served: tuple[float, bool] | None = None
+        self._not_served_since: float | None = None
 
     def close(self) -> None:
         self._api.client.close()  # type: ignore[no-untyped-call]
 
     def available(self) -> bool:
-        """From API discovery (no RBAC needed), re-checked every ``DISCOVERY_SECONDS``: installing
-        the Prometheus Operator later turns the rules on without a restart."""
-        if self._served is not None and time.monotonic() - self._served[0] < DISCOVERY_SECONDS:
-            return self._served[1]
-        try:
-            found = self._api.json("discover PrometheusRules", self._custom.get_api_resources,
-                                   RULES_GROUP, RULES_VERSION)
-            served = any(item.get("name") == RULES_PLURAL for item in found.get("resources") or [])
-        except ports.NotFound:
-            served = False  # the group is not served at all
-        self._served = (time.monotonic(), served)
-        return served
+        return self._not_served_since is None or time.monotonic() - self._not_served_since >= NOT_SERVED_SECONDS
 
-    def apply(self, namespace: str, body: dict[str, Any]) -> None:
+    def apply(self, namespace: str, body: dict[str, Any]) -> bool:
+        """Update by server-side apply; create when it is not there. False: PrometheusRules are not served."""
         name = str(body["metadata"]["name"])
-        self._api.json(f"apply PrometheusRule {namespace}/{name}", self._custom.patch_namespaced_custom_object,
-                       RULES_GROUP, RULES_VERSION, namespace, RULES_PLURAL, name, body,
-                       field_manager=FIELD_MANAGER, force=True, _content_type=APPLY_PATCH)
+        try:
+            self._api.json(f"apply PrometheusRule {namespace}/{name}", self._custom.patch_namespaced_custom_object,
+                           RULES_GROUP, RULES_VERSION, namespace, RULES_PLURAL, name, body,
+                           field_manager=FIELD_MANAGER, force=True, _content_type=APPLY_PATCH)
+            return True
+        except ports.NotFound:
+            pass  # not there yet (creating by apply would need the create right as well as patch)
+        try:
+            self._api.json(f"create PrometheusRule {namespace}/{name}", self._custom.create_namespaced_custom_object,
+                           RULES_GROUP, RULES_VERSION, namespace, RULES_PLURAL, body, field_manager=FIELD_MANAGER)
+        except ports.NotFound:
+            self._not_served_since = time.monotonic()
+            return False
+        self._not_served_since = None
+        return True
 
     def delete(self, namespace: str, name: str) -> None:
-        with contextlib.suppress(ports.NotFound):  # already gone is what was asked
+        with contextlib.suppress(ports.NotFound):  # already gone (or never served) is what was asked
             self._api.json(f"delete PrometheusRule {namespace}/{name}", self._custom.delete_namespaced_custom_object,
                            RULES_GROUP, RULES_VERSION, namespace, RULES_PLURAL, name)
 

@@ -17,9 +17,9 @@ latency objective): the same ``estimate`` over ``SINCE`` at ``STEP`` (the CLI's 
 daily (``domain.capacity.due``). The recommendation lives in ``status.capacity``, so a restarted
 operator does not relearn; a ClinicalSLO never learned waits a share of ``STAGGER_SECONDS`` fixed by
 its name, so a thousand of them do not all learn in one cycle. Learning is skipped (and stays due)
-when the cycle has spent its time budget or cannot get a ``cycle.FITS`` slot within it. A failure
-(Prometheus down, no data) keeps the earlier recommendation and says why in ``error``; it never
-fails the cycle.
+when the cycle has spent its time budget or no ``cycle.FITS`` slot is free (it never waits for
+one). A failure (Prometheus down, no data) keeps the earlier recommendation and says why in
+``error``; it never fails the cycle.
 """
 
 from __future__ import annotations
@@ -313,10 +313,13 @@ def _epoch(text: str | None) -> int | None:
 
 def _learn_within_budget(resource: clinicalslo.ClinicalSLO, ports_: cycle.Ports,
                          kept: clinicalslo.CapacityStatus, now: int, started: float) -> clinicalslo.CapacityStatus:
-    """Learn now if the cycle's budget allows and a FITS slot frees up within it; else ``kept`` (still due)."""
-    remaining = cycle.BUDGET_SECONDS - (ports_.clock() - started)
-    if remaining <= 0 or not cycle.FITS.acquire(timeout=remaining):
-        log.info("perReplica not learned this cycle: the cycle's %gs budget is spent", cycle.BUDGET_SECONDS)
+    """Learn now if the cycle's budget is not spent and a FITS slot is free; else ``kept`` (still due).
+    Never waits for a slot: learning is daily, and a wait here would delay this cycle's scaling."""
+    if ports_.clock() - started > cycle.BUDGET_SECONDS:
+        log.info("perReplica not learned this cycle: the cycle spent its %gs budget", cycle.BUDGET_SECONDS)
+        return kept
+    if not cycle.FITS.acquire(blocking=False):
+        log.info("perReplica not learned this cycle: other cycles hold every FITS slot")
         return kept
     try:
         return _learn(resource, ports_.metrics, kept, now)

@@ -81,7 +81,8 @@ def sync(port: Port, resource: clinicalslo.ClinicalSLO, status: clinicalslo.Clin
         message = f"PrometheusRule {name}: {recorded} recording rules and {alerts} alerts"
         if earlier is not None and earlier[0] == digest and now - earlier[1] < REAPPLY_SECONDS:
             return Outcome(events.condition(previous, CONDITION, True, "Applied", message, generation, now))
-        port.apply(namespace, body)
+        if not port.apply(namespace, body):
+            return Outcome(None)
         memory.rules_applied = (digest, now)
         changed = earlier is None or earlier[0] != digest
         return Outcome(events.condition(previous, CONDITION, True, "Applied", message, generation, now),
