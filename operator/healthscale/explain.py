@@ -102,7 +102,26 @@ def _objective(label: str, objective: clinicalslo.ObjectiveStatus, what: str) ->
     budget = (f"{objective.error_budget_remaining * 100:.1f}% of the error budget left"
               if objective.error_budget_remaining is not None else "error budget -")
     rates = ", ".join(f"{window} {rate:.3g}x" for window, rate in sorted(objective.burn_rates.items()))
-    return f"  {label:<15}{target}: {compliance}, {budget}" + (f"; burn rates {rates}" if rates else "")
+    source = " (from the recording rules)" if objective.source == "RecordingRules" else ""
+    return f"  {label:<15}{target}: {compliance}, {budget}" + (f"; burn rates {rates}" if rates else "") + source
+
+
+def _capacity(capacity: clinicalslo.CapacityStatus, now: dt.datetime) -> list[str]:
+    """The perReplica planned with and why; the learned recommendation with its band or its outcome."""
+    lines = []
+    if capacity.effective_per_replica is not None:
+        lines.append(f"  perReplica:    {_number(capacity.effective_per_replica)} "
+                     f"({capacity.reason or capacity.source or 'declared'})")
+    if capacity.recommended_per_replica is not None:
+        band = (f"band {_number(capacity.low)} to "
+                f"{_number(capacity.high) if capacity.high is not None else 'above the heaviest load'}")
+        lines.append(f"  Learned:       {_number(capacity.recommended_per_replica)} ({band}), "
+                     f"learned {_when(capacity.learned_at, now)}")
+    else:
+        lines.append(f"  Learned:       none ({capacity.outcome}){': ' + capacity.message if capacity.message else ''}")
+    if capacity.error:
+        lines.append(f"  Last attempt:  failed at {_when(capacity.attempted_at, now)}: {capacity.error}")
+    return lines
 
 
 def _objectives(status: clinicalslo.ClinicalSLOStatus, spec: Mapping[str, Any]) -> list[str]:
@@ -167,6 +186,8 @@ def describe(resource: Mapping[str, Any], now: dt.datetime) -> str:
         f"  Next surge:    {status.next_surge or '-'}",
     ]
     lines += _objectives(status, spec)
+    if status.capacity is not None:
+        lines += ["", "Capacity:", *_capacity(status.capacity, now)]
     lines += ["", "Conditions:", *_conditions(status.conditions, now)]
     lines += ["", "Changed by healthscale (put back on deletion, in Preview, or when targetRef moves):",
               *_originals(status)]

@@ -155,3 +155,34 @@ def test_an_objective_not_measured_yet_shows_dashes() -> None:
     text = explain.describe(resource, NOW)
     assert "  Latency:       objective 95%: compliance -, error budget -\n" in text
     assert "Availability:" not in text
+
+
+def test_an_objective_read_from_the_recording_rules_says_so() -> None:
+    resource = copy.deepcopy(RESOURCE)
+    resource["status"]["objectives"] = {"availability": {"target": 99.9, "compliance": 0.9999, "source": "RecordingRules",
+                                                         "errorBudgetRemaining": 0.9, "burnRates": {"1h": 0.1}}}
+    text = explain.describe(resource, NOW)
+    assert "burn rates 1h 0.1x (from the recording rules)\n" in text
+
+
+def test_the_capacity_section_shows_the_perreplica_planned_with_and_the_learned_one() -> None:
+    resource = copy.deepcopy(RESOURCE)
+    resource["status"]["capacity"] = {
+        "outcome": "Observed", "recommendedPerReplica": 41.2, "low": 39.5, "learnedAt": "2026-11-30T10:00:30Z",
+        "declaredPerReplica": 30, "effectivePerReplica": 41.2, "source": "Learned",
+        "reason": "perReplica 41.2 learned (declared 30, bounded to [15, 60])",
+        "error": "PrometheusUnavailable: connection refused", "attemptedAt": "2026-11-30T12:00:30Z"}
+    text = explain.describe(resource, NOW)
+    assert "  perReplica:    41.2 (perReplica 41.2 learned (declared 30, bounded to [15, 60]))\n" in text
+    assert ("  Learned:       41.2 (band 39.5 to above the heaviest load), learned 2026-11-30T10:00:30Z (3h ago)\n"
+            in text)
+    assert "  Last attempt:  failed at 2026-11-30T12:00:30Z (60m ago): PrometheusUnavailable: connection refused\n" in text
+
+
+def test_no_recommendation_is_an_outcome_with_its_reason_never_a_number() -> None:
+    resource = copy.deepcopy(RESOURCE)
+    resource["status"]["capacity"] = {"outcome": "NotObserved", "message": "not observed: at least 35 per replica",
+                                      "declaredPerReplica": 30, "effectivePerReplica": 30, "source": "Declared"}
+    text = explain.describe(resource, NOW)
+    assert "  Learned:       none (NotObserved): not observed: at least 35 per replica\n" in text
+    assert "  perReplica:    30 (Declared)\n" in text
