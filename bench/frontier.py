@@ -49,12 +49,11 @@ HOLT_WINTERS = policies.PredictiveHPA.name
 HPA = policies.ReactiveHPA.name
 HEURISTIC = references.HEURISTIC
 POLICIES = (HEALTHSCALE, HOLT_WINTERS, HPA, HEURISTIC)
-WIDTH = 104
 """BENCHMARKS.md's prose width."""
 
 
 def _wrap(text: str) -> list[str]:
-    return textwrap.wrap(text, WIDTH, break_on_hyphens=False)
+    return textwrap.wrap(text, bench.WIDTH, break_on_hyphens=False)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,7 +37,6 @@ CRITICALITIES = (clinicalslo.Criticality.STANDARD, clinicalslo.Criticality.CRITI
 DEFAULT_MODELS = ("auto", "harmonic", "seasonal-naive")
 STARTUP_SECONDS = 300
 GOAL_VERSUS_HPA = 0.3
-WIDTH = 104
 """BENCHMARKS.md's prose width."""
 
 
@@ -191,7 +190,7 @@ def section(rows: list[tuple[str, clinicalslo.Criticality, generalisation.Outcom
             "the least unmet demand against the reactive HPA at equal replica-hours over the periods before "
             f"period k, and is scored on period k; {sampled}. Each model is replayed once over the whole trace: "
             "every decision sees only earlier intervals, so period k of that replay is what an operator running "
-            "since the start of the trace would have done in it.", WIDTH),
+            "since the start of the trace would have done in it.", bench.WIDTH),
         "",
         *textwrap.wrap(
             "Columns, over all scored periods together: healthscale's unmet demand %; the reactive HPA's and the "
@@ -202,7 +201,7 @@ def section(rows: list[tuple[str, clinicalslo.Criticality, generalisation.Outcom
             f"below 1x the heuristic; n/a when neither left any unmet); `default x HPA` keeps {models[0]} for "
             "every period (no choice); replica-hours against the oracle's; and how many splits meet each goal "
             "on their own period, with the references matched over that period (a period in which neither "
-            "left demand unmet counts as met).", WIDTH),
+            "left demand unmet counts as met).", bench.WIDTH),
         "",
         "| trace | criticality | splits | chosen (splits) | unmet % | HPA unmet %, same replica-hours | x HPA | "
         "default x HPA | heuristic unmet %, same replica-hours | x heuristic | replica-hours vs oracle | "
@@ -228,7 +227,7 @@ def section(rows: list[tuple[str, clinicalslo.Criticality, generalisation.Outcom
         *textwrap.wrap(
             "Quantile calibration over the same scored periods and plans: the share of intervals in which demand "
             "exceeded the forecast at the criticality's quantile (the engine's forecast for that interval, made "
-            "at its start, that it provisions for), against the nominal 1 - quantile.", WIDTH),
+            "at its start, that it provisions for), against the nominal 1 - quantile.", bench.WIDTH),
         "",
         "| trace | criticality | quantile | intervals with a forecast | demand above it | nominal |",
         "|---|---|---:|---:|---:|---:|",

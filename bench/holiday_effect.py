@@ -53,7 +53,6 @@ VARIANTS = ("none", clinicalslo.HolidayEffect.SUNDAY.value, clinicalslo.HolidayE
 CLASSES = ("holiday", "day after", "other day")
 HOLIDAY, AFTER, OTHER = range(3)
 WARMUP_DAYS = 14
-WIDTH = 104
 """BENCHMARKS.md's prose width."""
 
 
@@ -321,7 +320,7 @@ def section(outcomes: list[Outcome], arguments: argparse.Namespace, weeks: list[
             "dates. Columns: days with a scored forecast; mean absolute error of the point forecast; mean "
             "pinball loss of the quantile the criticality provisions for (lower is better); share of intervals "
             "with demand above that quantile (nominal: 100 - the quantile). Changes in brackets are against "
-            "no holidays.", WIDTH),
+            "no holidays.", bench.WIDTH),
         "",
         "| trace (calendar) | days | quantile | MAE none | MAE Sunday | MAE Learned | pinball none | pinball Sunday | "
         "pinball Learned | above none | above Sunday | above Learned |",
@@ -344,7 +343,7 @@ def section(outcomes: list[Outcome], arguments: argparse.Namespace, weeks: list[
             above = [f"{scores[name].above_percent:.1f}%" for name in VARIANTS]
             lines.append(f"| {outcome.case} ({names}) | {CLASSES[kind]}: {none.days} | p{outcome.level * 100:g} | "
                          + " | ".join([*mae, *pinball, *above]) + " |")
-    lines += ["", *textwrap.wrap(holiday_counts(outcomes), WIDTH), ""]
+    lines += ["", *textwrap.wrap(holiday_counts(outcomes), bench.WIDTH), ""]
     if weeks:
         shown = " and ".join(f"{case}'s week from Monday {monday}" for case, monday in weeks)
         lines += [
@@ -354,10 +353,10 @@ def section(outcomes: list[Outcome], arguments: argparse.Namespace, weeks: list[
                 f"The picture is {shown}, each chosen by a rule, not for its result: the week of the "
                 "first scored holiday on a weekday in the trace's last 365 days. Each panel shows the engine's "
                 "forecast at the provisioned quantile one step ahead (what it scales for next) for each "
-                "variant, and the demand.", WIDTH),
+                "variant, and the demand.", bench.WIDTH),
             "",
         ]
-    lines += [*textwrap.wrap(findings(outcomes), WIDTH), "",
+    lines += [*textwrap.wrap(findings(outcomes), bench.WIDTH), "",
               f"Measured in {elapsed / 60:.1f} min with {arguments.jobs} process(es).", ""]
     return lines
 

@@ -138,24 +138,13 @@ def active_surge_schedule(namespace: str, name: str, surge: str, floor: int) -> 
     }
 
 
-class HistogramExporter:
-    """A classic Prometheus histogram ``healthscale_it_request_seconds{run=<run>}`` on loopback whose
-    counts grow at fixed rates, whenever Prometheus scrapes it: ``buckets`` maps each ``le`` (ending
-    with "+Inf") to requests a second at or under it; the sum grows by ``sum_per_second``."""
+class TextExporter:
+    """A Prometheus scrape target on loopback: every GET answers ``render()`` (the text format)."""
 
-    def __init__(self, run: str, buckets: Sequence[tuple[str, float]], sum_per_second: float) -> None:
-        started = time.monotonic()
-        total = dict(buckets)["+Inf"]
-
+    def __init__(self, render: Callable[[], str]) -> None:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                elapsed = 1000.0 + time.monotonic() - started
-                lines = ["# TYPE healthscale_it_request_seconds histogram"]
-                lines += [f'healthscale_it_request_seconds_bucket{{run="{run}",le="{le}"}} {rate * elapsed:.3f}'
-                          for le, rate in buckets]
-                lines += [f'healthscale_it_request_seconds_count{{run="{run}"}} {total * elapsed:.3f}',
-                          f'healthscale_it_request_seconds_sum{{run="{run}"}} {sum_per_second * elapsed:.3f}']
-                body = ("\n".join(lines) + "\n").encode()
+                body = render().encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
                 self.send_header("Content-Length", str(len(body)))
@@ -172,3 +161,24 @@ class HistogramExporter:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class HistogramExporter(TextExporter):
+    """A classic Prometheus histogram ``healthscale_it_request_seconds{run=<run>}`` on loopback whose
+    counts grow at fixed rates, whenever Prometheus scrapes it: ``buckets`` maps each ``le`` (ending
+    with "+Inf") to requests a second at or under it; the sum grows by ``sum_per_second``."""
+
+    def __init__(self, run: str, buckets: Sequence[tuple[str, float]], sum_per_second: float) -> None:
+        started = time.monotonic()
+        total = dict(buckets)["+Inf"]
+
+        def render() -> str:
+            elapsed = 1000.0 + time.monotonic() - started
+            lines = ["# TYPE healthscale_it_request_seconds histogram"]
+            lines += [f'healthscale_it_request_seconds_bucket{{run="{run}",le="{le}"}} {rate * elapsed:.3f}'
+                      for le, rate in buckets]
+            lines += [f'healthscale_it_request_seconds_count{{run="{run}"}} {total * elapsed:.3f}',
+                      f'healthscale_it_request_seconds_sum{{run="{run}"}} {sum_per_second * elapsed:.3f}']
+            return "\n".join(lines) + "\n"
+
+        super().__init__(render)

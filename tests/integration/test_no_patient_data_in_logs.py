@@ -27,13 +27,11 @@ scales, a name the platform team chose when it wrote the ClinicalSLO.
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -46,7 +44,7 @@ import pytest
 from kubernetes import client as k8s_client
 
 from clusterlib import (ED_DEMAND, GROUP, REPO_ROOT, VERSION, DevCluster, release_and_delete, replicas, status_of,
-                        stop_process, wait_until)
+                        TextExporter, stop_process, wait_until)
 
 pytestmark = pytest.mark.integration
 
@@ -74,36 +72,21 @@ def free_port() -> int:
 # ---------------------------------------------------------------- series with the canary in labels
 
 
-class Exporter:
+class Exporter(TextExporter):
     """Serves ``healthscale_canary_pod_load{run, pod, patient}``: a load per pod of the target,
     each series labelled with the canary, for Prometheus to scrape (and podLoad to return)."""
 
     def __init__(self) -> None:
         self.pods: list[str] = []
-        loads = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
-                lines = ["# TYPE healthscale_canary_pod_load gauge"]
-                for number, pod in enumerate(loads.pods or ["none"]):
-                    lines.append(f'healthscale_canary_pod_load{{run="{RUN}",pod="{pod}",'
-                                 f'patient="patient-{CANARY}-{number}"}} {number + 1}')
-                body = ("\n".join(lines) + "\n").encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.end_headers()
-                self.wfile.write(body)
+        def render() -> str:
+            lines = ["# TYPE healthscale_canary_pod_load gauge"]
+            for number, pod in enumerate(self.pods or ["none"]):
+                lines.append(f'healthscale_canary_pod_load{{run="{RUN}",pod="{pod}",'
+                             f'patient="patient-{CANARY}-{number}"}} {number + 1}')
+            return "\n".join(lines) + "\n"
 
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = int(self.server.server_address[1])
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(render)
 
 
 def prometheus_query(devcluster: DevCluster, query: str) -> list[dict[str, Any]]:
