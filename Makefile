@@ -69,6 +69,10 @@ bench: $(VENV_SETUP) system-packages binaries  ## replay the real traces and mea
 demo: $(VENV_SETUP) system-packages binaries  ## live: local cluster + Prometheus, the operator scaling ahead of a surge; ends with out/demo-timeline.png
 	$(PYTHON) tools/demo.py
 
+.PHONY: loadtest
+loadtest: $(VENV_SETUP) system-packages  ## load test (issue 14): Locust replays a real morning on processes of known capacity, the reconcile vs an HPA-style policy; ~10 min, writes docs/bench/loadtest.png
+	$(PYTHON) -m loadtest.run --profile long --out out/loadtest --plot docs/bench/loadtest.png
+
 backtest-demo: $(VENV_SETUP)  ## backtest the bundled example trace: writes out/plan.csv and out/plan.png (no cluster needed)
 	$(PYTHON) -m healthscale backtest --trace examples/backtest/nyc-taxi-demand.csv \
 		--slo examples/backtest/clinicalslo.yaml --schedule examples/backtest/surgeschedule.yaml \

@@ -382,7 +382,8 @@ def settle_compaction(prometheus: PrometheusRun) -> None:
         figures = scrape_self(prometheus.url)
         key = (figures.get("prometheus_tsdb_blocks_loaded", 0.0), figures.get("prometheus_tsdb_compactions_total", 0.0))
         last.append(key[0] * 1e6 + key[1])
-        return len(last) >= 4 and len(set(last[-4:])) == 1
+        # Prometheus plans compactions once a minute: unchanged for 75 s has seen at least one plan.
+        return len(last) >= 16 and len(set(last[-16:])) == 1
 
     prometheus.wait("the backfilled blocks to be compacted", settled, timeout=900, pause=5)
 
@@ -474,13 +475,40 @@ def _measure(prometheus: PrometheusRun, resources: list[clinicalslo.ClinicalSLO]
     print(f"  rules evaluating; measuring them for {args.rule_minutes:g} minutes", flush=True)
     rule_figures = rule_window(prometheus, args.rule_minutes, idle)
     print(f"  {rule_figures}", flush=True)
-    memories = [cycle.Memory() for _ in resources]
+    # The records stay queryable at the time they were recorded once the rules are unloaded: the
+    # reads are then measured alone, not against a background of rule evaluations.
     wall_now = int(time.time())
+    prometheus.reload([])
+    prometheus.wait("the rules to be unloaded", lambda: not prometheus.get("/api/v1/rules")["groups"], timeout=60)
+    time.sleep(STEP / 2)  # an evaluation that had started when the rules were unloaded has finished
+    memories = [cycle.Memory() for _ in resources]
     nows = [wall_now + STEP * k for k in range(args.cycles)]
-    records = run_cycles(client, prometheus.url, resources, memories, nows, lambda now: wall_now, True,
-                         idle + rule_figures.cpu_per_minute / 60)
+    records = run_cycles(client, prometheus.url, resources, memories, nows, lambda now: wall_now, True, idle)
+    rule_figures.samples_per_minute = rule_samples(client, resources, wall_now)
     return {"subqueries": subqueries, "records": records, "rules": rule_figures, "idle_cpu_per_minute": idle * 60,
             "blocks": blocks}
+
+
+RULE_SAMPLE = 20
+"""ClinicalSLOs whose recording rules are re-run as instant queries to count the samples an evaluation
+touches (Prometheus 2.42 exports no samples counter); every ClinicalSLO's series are alike."""
+
+
+def rule_samples(client: Counting, resources: list[clinicalslo.ClinicalSLO], at: int) -> float:
+    """Samples the recording rules of every ClinicalSLO touch a minute, from RULE_SAMPLE of them."""
+    client.reset()
+    client.at = at
+    per_minute = 0.0
+    sampled = resources[:RULE_SAMPLE]
+    for resource in sampled:
+        for group in rules.groups(resource):
+            interval = 300 if group.get("interval") == rules.WINDOW_INTERVAL else STEP
+            for rule in group["rules"]:
+                if "record" in rule:
+                    before = client.samples
+                    client.instant(rule["expr"])
+                    per_minute += (client.samples - before) * 60 / interval
+    return per_minute * len(resources) / len(sampled)
 
 
 def _mean(values: Iterator[float] | list[float]) -> float:
@@ -501,6 +529,10 @@ def section(figures: dict[str, Any], args: argparse.Namespace, backfill_seconds:
     sub_cpu = _mean(one.cpu_seconds for one in steady_sub)
     rec_cpu = _mean(one.cpu_seconds for one in steady_rec) + rule.cpu_per_minute
     days = f"{args.days:g}"
+    sub_samples = _mean(one.samples for one in steady_sub)
+    rec_samples = _mean(one.samples for one in steady_rec) + (rule.samples_per_minute or 0.0)
+    sub_queries, rec_queries = _mean(one.queries for one in steady_sub), _mean(one.queries for one in steady_rec)
+    sub_wall, rec_wall = _mean(one.wall_seconds for one in steady_sub), _mean(one.wall_seconds for one in steady_rec)
     rows = [
         ("queries sent per cycle, first cycle", f"{sub[0].queries:,}", f"{rec[0].queries:,}"),
         ("queries sent per cycle, steady (mean of the others)", per_cycle(steady_sub, lambda c: c.queries, ",.0f"),
@@ -510,10 +542,12 @@ def section(figures: dict[str, Any], args: argparse.Namespace, backfill_seconds:
         ("samples touched by the queries per cycle, first cycle", f"{sub[0].samples:,}", f"{rec[0].samples:,}"),
         ("samples touched by the queries per cycle, steady", per_cycle(steady_sub, lambda c: c.samples, ",.0f"),
          per_cycle(steady_rec, lambda c: c.samples, ",.0f")),
-        ("samples touched by rule evaluations per minute", "0", rules_samples),
+        ("samples touched by rule evaluations per minute (their expressions re-run with `stats=all`)", "0",
+         rules_samples),
         ("rule groups (rules) evaluated", "0", f"{rule.groups:,} ({rule.rules:,})"),
-        ("rule evaluation time per minute (sum over groups; groups run concurrently)", "0 s",
-         f"{rule.group_seconds_per_minute:.1f} s"),
+        ("rule evaluation time per minute: groups' `evaluationTime` (rules' durations), summed; groups run "
+         "concurrently", "0 s", f"{rule.group_seconds_per_minute:.1f} s" + (
+             "" if rule.rule_seconds_per_minute is None else f" ({rule.rule_seconds_per_minute:.1f} s)")),
         ("rule group iterations missed while measured", "0", f"{rule.missed:.0f}" if rule.missed is not None else "n/a"),
         ("Prometheus CPU per simulated minute: queries, steady", f"{sub_cpu:.2f} s",
          f"{_mean(one.cpu_seconds for one in steady_rec):.2f} s"),
@@ -542,16 +576,17 @@ def section(figures: dict[str, Any], args: argparse.Namespace, backfill_seconds:
         "availability objective (errors/total, 99.9%) and a latency objective (latencyHistogram, 99% under",
         f"0.5 s) over 28d, on series of their own (4 each: total, errors, bucket le=0.5, bucket le=+Inf): "
         f"{4 * args.slos:,} series",
-        f"backfilled for {days} days at 1-minute resolution with promtool ({backfill_seconds:.0f} s) and then scraped",
+        f"backfilled for {days} day(s) at 1-minute resolution with promtool ({backfill_seconds:.0f} s) and then scraped",
         "live every minute. `cycle.measure` runs as the reconcile does (one Memory per ClinicalSLO kept across",
         f"cycles, `now` advancing by 1 minute, so long windows are re-read per `slo.reuse_seconds`), {args.cycles}",
         "cycles per mode, 4 ClinicalSLOs at a time. (a) subqueries: the cycles are evaluated at the last",
         f"{args.cycles} minutes of the backfill (`time=`), back to back. (b) the rules of `healthscale rules --format",
         f"rules` loaded into the same Prometheus; their evaluation is measured over {rule.minutes:.1f} real minutes",
-        "with no queries (every 1m group about 5 times, every 5m group once); then the cycles read the records",
-        "(one selector query per ClinicalSLO) at the wall-clock time they were recorded, back to back. Samples",
-        "are Prometheus' `totalQueryableSamples` (`?stats=all`) for queries and the delta of",
-        "`prometheus_engine_query_samples_total` for rule evaluations; CPU is the delta of",
+        "with no queries; then the rules are unloaded and the cycles read the records (one selector query per",
+        "ClinicalSLO) at the wall-clock time they were recorded, back to back, measured alone. Samples",
+        "are Prometheus' `totalQueryableSamples` (`?stats=all`) for queries; for rule evaluations (2.42 has no",
+        f"samples counter) the recording rules of {min(RULE_SAMPLE, args.slos)} ClinicalSLOs are re-run once as instant queries with",
+        "`stats=all` and scaled to all (their series are alike). CPU is the delta of",
         f"`process_cpu_seconds_total` less the idle scrape's ({figures['idle_cpu_per_minute']:.2f} s a minute). "
         "\"Steady\" is the mean",
         "of cycles 2 onwards; the first cycle reads every window (a restart).",
@@ -560,10 +595,18 @@ def section(figures: dict[str, Any], args: argparse.Namespace, backfill_seconds:
         "|---|---:|---:|",
         *(f"| {label} | {a} | {b} |" for label, a, b in rows),
         "",
-        f"What the history covers: {days} days. The 3d burn window is whole, but the 28d objective window (its",
-        "subquery in (a), its 5m-interval rule in (b)) sees only those days, so its cost here is about",
-        f"{args.days / 28:.0%} of what a Prometheus holding 28 days pays per read (samples grow with the window:",
-        "about 28/3 times more each, in both modes). (a) reads the 28d and 3d windows once every 7.5-15",
+        f"In short, per minute at this history: (b) costs Prometheus {rec_cpu / sub_cpu:.1f}x the CPU of (a) and "
+        f"{rec_samples / sub_samples:.1f}x the samples,",
+        f"while the operator sends {sub_queries / rec_queries:.0f}x fewer queries and waits "
+        f"{sub_wall / rec_wall:.0f}x less for them: the rules move the cost from the operator's cycle to Prometheus' "
+        "evaluation loop, and grow it.",
+        "",
+        f"What the history covers: {days} day(s) (and the minutes scraped since). "
+        + ("The 3d burn window is whole, but" if args.days >= 3 else
+           f"The 3d burn window sees {days} of its 3 days and"),
+        "the 28d objective window (its subquery in (a), its 5m-interval rule in (b)) sees only those days,",
+        f"so those windows cost here about {min(args.days, 3) / 3:.0%} (3d) and {args.days / 28:.0%} (28d) of what they cost on a",
+        "Prometheus holding 28 days, in both modes (samples grow with the window). (a) reads the 28d and 3d windows once every 7.5-15",
         "minutes per objective; (b) evaluates the 3d window every minute and the 28d window every 5 minutes",
         "per objective, whether or not anyone reads them. The counters move with a daily shape (+-50%) and",
         "compress like real ones; real services' histograms have more buckets, which the rules read no more",

@@ -9,7 +9,9 @@ takes a few minutes on 2 cores; ``--skip-generalise`` leaves it out. The "Holida
 (forecast error around public holidays and a picture of a holiday week, ``bench/holiday_effect.py``)
 takes a few minutes more; ``--skip-holidays`` leaves it out. The "Cost and unmet demand" section (each
 policy's cost knob swept on two traces, ``bench/frontier.py``) takes 15-25 minutes; ``--skip-frontier``
-leaves it out.
+leaves it out. The "Prometheus load at 1,000 ClinicalSLOs" section (a private Prometheus on backfilled
+history, subqueries against recording rules, ``bench/rules_load.py``) takes about 15 minutes;
+``--skip-rules-load`` leaves it out and keeps the section last measured.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ CASES = (
     ("taxi-dispatch", "taxi_demand_nyc_30min.csv"),
     ("electricity", "electricity_uk_30min.csv"),
 )
+
+WIDTH = 104
+"""Line width of the prose the bench scripts wrap into BENCHMARKS.md."""
 
 
 def in_processes(work: Callable[[T], R], tasks: Sequence[T], jobs: int) -> Iterator[R]:
@@ -81,6 +86,10 @@ INSTALL_SIZE_HEADER = "## Install size"
 ENGINE_HEADER = "## Forecasting throughput before and after the statsmodels engine (issue 15)"
 CEILING_HEADER = "## The ED ceiling: what hindsight gets under the same scoring"
 ADMISSION_HEADER = "## Admission latency under load"
+LOADTEST_HEADER = "## Load test: a queue of known capacity, a real morning, the real reconcile (issue 14)"
+"""Measured by `make loadtest` (about 10 minutes), kept as it is."""
+RULES_LOAD_HEADER = "## Prometheus load at 1,000 ClinicalSLOs: subqueries vs recording rules"
+RULES_LOAD_COMMAND = "bench/rules_load.py --slos 1000 --days 1 --cycles 10 --rule-minutes 5"
 
 
 def _kept_section(header: str) -> list[str]:
@@ -129,6 +138,7 @@ def main() -> int:
         generalisation = None if "--skip-generalise" in sys.argv else _generalise(pathlib.Path(scratch))
         holidays = None if "--skip-holidays" in sys.argv else _holidays(pathlib.Path(scratch))
         frontier = None if "--skip-frontier" in sys.argv else _frontier(pathlib.Path(scratch))
+        rules_load = None if "--skip-rules-load" in sys.argv else _rules_load(pathlib.Path(scratch))
         throughput_json = pathlib.Path(scratch) / "throughput.json"
         command = [sys.executable, "bench/throughput.py", "--series", "1000", "--naive-series", "30",
                    "--json", str(throughput_json)]
@@ -136,7 +146,7 @@ def main() -> int:
         print(_run(command), flush=True)
         figures = json.loads(throughput_json.read_text())
         scale = None if "--skip-cluster" in sys.argv else _scale_runs(pathlib.Path(scratch))
-    _write(sections, figures, scale, generalisation, holidays, frontier=frontier)
+    _write(sections, figures, scale, generalisation, holidays, frontier=frontier, rules_load=rules_load)
     print(f"wrote {ROOT / 'BENCHMARKS.md'}")
     return 0
 
@@ -174,6 +184,15 @@ def _frontier(scratch: pathlib.Path) -> list[str]:
     return markdown.read_text().rstrip("\n").splitlines() + [""]
 
 
+def _rules_load(scratch: pathlib.Path) -> list[str]:
+    """The "Prometheus load at 1,000 ClinicalSLOs" section, as bench/rules_load.py writes it (its command is in it)."""
+    markdown = scratch / "rules-load.md"
+    command = [sys.executable, *RULES_LOAD_COMMAND.split(), "--markdown", str(markdown)]
+    print("$", " ".join(command), flush=True)
+    print(_run(command), flush=True)
+    return markdown.read_text().rstrip("\n").splitlines() + [""]
+
+
 def _ratio(ours: str, reference: str) -> str:
     """healthscale's unmet demand over the reference's, as in the goals ("0.24x"; below 1 is better),
     from the table's figures; n/a when both round to 0.00%."""
@@ -184,7 +203,8 @@ def _ratio(ours: str, reference: str) -> str:
 
 def _write(sections: list[tuple[str, str, str]], figures: dict[str, float],
            scale: dict[str, dict[str, float]] | None, generalisation: list[str] | None = None,
-           holidays: list[str] | None = None, frontier: list[str] | None = None) -> None:
+           holidays: list[str] | None = None, frontier: list[str] | None = None,
+           rules_load: list[str] | None = None) -> None:
     lines = [
         "# Benchmarks",
         "",
@@ -277,6 +297,9 @@ def _write(sections: list[tuple[str, str, str]], figures: dict[str, float],
     lines += _kept_section(ENGINE_HEADER)
     lines += _kept_section(INSTALL_SIZE_HEADER)
     lines += _kept_section(ADMISSION_HEADER)
+    lines += _kept_section(LOADTEST_HEADER)
+    # --skip-rules-load keeps the last measured section (its date and command are in it).
+    lines += rules_load if rules_load is not None else _kept_section(RULES_LOAD_HEADER)
     # --skip-cluster keeps the last measured scale section (its date and command are in it).
     lines += _scale_lines(scale) if scale is not None else _kept_section(SCALE_HEADER)
     (ROOT / "BENCHMARKS.md").write_text("\n".join(lines))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
-COLOURS = {"operator": "#1f77b4", "reactive": "#d62728"}
+COLOURS = {"operator": "#1f77b4", "hpa-60": "#ff7f0e", "hpa-70": "#d62728"}
 
 
 def draw(data: dict[str, Any], path: pathlib.Path) -> None:
@@ -23,7 +23,10 @@ def draw(data: dict[str, Any], path: pathlib.Path) -> None:
         demand_axis.plot([at - start for at in times], values, color=colour, lw=1.2, label=f"{name} pool")
         times, values = found["ready"]
         replicas_axis.plot([at - start for at in times], values, color=colour, lw=1.6, label=f"{name}: ready")
-        desired = [(at - start, value) for at, value in found["desired"] if at >= start - 1]
+        # The desired count in effect at the replay's start, then every change during it.
+        before = [value for at, value in found["desired"] if at <= start]
+        desired = [(0.0, before[-1])] if before else []
+        desired += [(at - start, value) for at, value in found["desired"] if start < at <= data["replay_end"]]
         if desired:
             xs, ys = zip(*desired, strict=True)
             replicas_axis.step([*xs, data["replay_end"] - start], [*ys, ys[-1]], where="post", color=colour,
@@ -37,12 +40,13 @@ def draw(data: dict[str, Any], path: pathlib.Path) -> None:
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8, loc="upper left")
     demand_axis.set_ylabel("requests/s (rate over 15 s)")
-    demand_axis.set_title("demand: the same users on both pools")
+    demand_axis.set_title("demand: the same users on every pool")
     replicas_axis.set_ylabel("replica processes")
     replicas_axis.set_title("process count (dotted: 09:00 shift change)")
     compliance_axis.axhline(data["target"], color="black", ls="--", lw=1.0, label=f"objective {data['target']:g}%")
     compliance_axis.set_ylabel("% requests under 0.25 s (15 s windows)")
-    compliance_axis.set_ylim(0, 101)
+    lowest = min((value * 100 for found in data["pools"].values() for value in found["compliance"][1]), default=0.0)
+    compliance_axis.set_ylim(max(0.0, min(90.0, lowest - 3)), 100.5)
     compliance_axis.set_title("latency SLI")
     sweep = data["sweep"]
     points = [(load, share * 100) for load, share in zip(sweep["load"], sweep["share"], strict=True)
@@ -73,7 +77,8 @@ def draw(data: dict[str, Any], path: pathlib.Path) -> None:
 
 def summary(results: dict[str, Any]) -> str:
     learned = results["learned"]
-    lines = [f"true knee (Erlang C, 2 slots, exp. 50 ms, 95% under 0.25 s): {results['true_knee']:.2f} req/s per replica",
+    lines = [f"true knee (Erlang C, 2 slots, exp. 50 ms, 95% under 0.25 s): {results['true_knee']:.2f} req/s per replica "
+             f"(simulated: {results['simulated_knee']:.2f})",
              f"learned perReplica: {learned['recommended']} ({learned['outcome']}; band {learned['low']} to "
              f"{learned['high']}; {learned['intervals']} intervals)" + (
                  f": {results['knee_error'] * 100:+.1f}% from the true knee" if results["knee_error"] is not None else ""),

@@ -1,4 +1,4 @@
-"""Locust's side of the load test: one user class per pool, each user a patient-facing client that
+"""Locust's side of the load test: one user class per pool (``LOADTEST_POOLS``), each user a patient-facing client that
 sends a request, waits for the answer, then thinks for an exponential time (mean ``THINK_SECONDS``).
 
 With many users each thinking much longer than a request takes, arrivals at a pool are close to a
@@ -15,7 +15,7 @@ import os
 import random
 import time
 
-from locust import FastHttpUser, LoadTestShape, task
+from locust import FastHttpUser, LoadTestShape
 
 THINK_SECONDS = 1.0
 random.seed(int(os.environ.get("LOADTEST_SEED", "0")))
@@ -25,22 +25,20 @@ def _think(_: object) -> float:
     return random.expovariate(1.0 / THINK_SECONDS)
 
 
-class OperatorPool(FastHttpUser):
-    host = os.environ.get("LOADTEST_OPERATOR_URL", "http://127.0.0.1:1")
-    wait_time = _think
+def _pool_user(name: str, url: str) -> type[FastHttpUser]:
+    """A user class sending its requests to one pool's balancer."""
 
-    @task
-    def screen(self) -> None:
-        self.client.get("/", name="screen")
+    def screen(self: FastHttpUser) -> None:
+        self.client.get("/", name=f"{name} pool")
+
+    return type(f"{name.title().replace('-', '')}Pool", (FastHttpUser,),
+                {"host": url, "wait_time": _think, "tasks": [screen]})
 
 
-class ReactivePool(FastHttpUser):
-    host = os.environ.get("LOADTEST_REACTIVE_URL", "http://127.0.0.1:1")
-    wait_time = _think
-
-    @task
-    def screen(self) -> None:
-        self.client.get("/", name="screen")
+POOLS: dict[str, str] = json.loads(os.environ.get("LOADTEST_POOLS", "{}"))
+"""Pool name -> balancer URL, from the driver; each pool gets one user class of equal weight."""
+for _name, _url in POOLS.items():
+    globals()[f"{_name}_users"] = _pool_user(_name, _url)
 
 
 class Replay(LoadTestShape):
@@ -62,4 +60,4 @@ class Replay(LoadTestShape):
             if before <= now < after:
                 users = low + (high - low) * (now - before) / (after - before)
                 break
-        return 2 * max(1, round(users)), 100.0
+        return max(1, len(POOLS)) * max(1, round(users)), 100.0

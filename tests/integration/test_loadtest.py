@@ -58,12 +58,17 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return found
 
 
+def test_the_true_knee_from_erlang_c_agrees_with_a_simulation_of_the_same_queue(results: dict[str, Any]) -> None:
+    assert results["true_knee"] == pytest.approx(26.355, abs=0.01)  # 2 slots, exp. 50 ms, 95% under 0.25 s
+    assert results["simulated_knee"] == pytest.approx(results["true_knee"], rel=0.03)
+
+
 def test_the_learned_per_replica_is_within_15_percent_of_the_true_knee(results: dict[str, Any]) -> None:
     assert results["learned"]["outcome"] == "Observed", results["learned"]["reason"]
     assert abs(results["knee_error"]) <= 0.15, results["learned"]
 
 
-@pytest.mark.parametrize("window", ["5m", "30m", "1h"])
+@pytest.mark.parametrize("window", ["5m", "30m", "1h"], ids=lambda window: f"over {window}")
 def test_the_latency_burn_rates_in_status_match_prometheus_from_the_raw_histogram(
         results: dict[str, Any], window: str) -> None:
     pair = results["burn_rates"][window]
@@ -73,5 +78,8 @@ def test_the_latency_burn_rates_in_status_match_prometheus_from_the_raw_histogra
 
 def test_the_operator_keeps_the_latency_objective_where_the_reactive_policy_breaches_it(
         results: dict[str, Any]) -> None:
+    # hpa-70: an HPA at a common 70% target, whose owner does not know the knee (66% utilisation).
+    # hpa-60 (tuned just below the knee) is reported, not asserted: it meets or narrowly misses
+    # the objective from run to run (BENCHMARKS.md).
     compliance = results["compliance"]
-    assert compliance["operator"] >= 0.95 > compliance["reactive"], compliance
+    assert compliance["operator"] >= 0.95 > compliance["hpa-70"], compliance
