@@ -51,7 +51,7 @@ import requests
 import yaml
 
 from healthscale import ports
-from healthscale.api import clinicalslo, manifests
+from healthscale.api import clinicalslo, durations, manifests
 from healthscale.domain import slo
 from healthscale.service import cycle, rules
 
@@ -502,7 +502,7 @@ def rule_samples(client: Counting, resources: list[clinicalslo.ClinicalSLO], at:
     sampled = resources[:RULE_SAMPLE]
     for resource in sampled:
         for group in rules.groups(resource):
-            interval = 300 if group.get("interval") == rules.WINDOW_INTERVAL else STEP
+            interval = durations.parse(group["interval"]).total_seconds() if group.get("interval") else STEP
             for rule in group["rules"]:
                 if "record" in rule:
                     before = client.samples
@@ -595,20 +595,20 @@ def section(figures: dict[str, Any], args: argparse.Namespace, backfill_seconds:
         "|---|---:|---:|",
         *(f"| {label} | {a} | {b} |" for label, a, b in rows),
         "",
-        f"In short, per minute at this history: (b) costs Prometheus {rec_cpu / sub_cpu:.1f}x the CPU of (a) and "
-        f"{rec_samples / sub_samples:.1f}x the samples,",
+        f"In short, per minute at this history: (b) costs Prometheus {rec_cpu / sub_cpu:.2f}x the CPU of (a) and "
+        f"{rec_samples / sub_samples:.2f}x the samples,",
         f"while the operator sends {sub_queries / rec_queries:.0f}x fewer queries and waits "
-        f"{sub_wall / rec_wall:.0f}x less for them: the rules move the cost from the operator's cycle to Prometheus' "
-        "evaluation loop, and grow it.",
+        f"{sub_wall / rec_wall:.0f}x less for them.",
         "",
         f"What the history covers: {days} day(s) (and the minutes scraped since). "
         + ("The 3d burn window is whole, but" if args.days >= 3 else
            f"The 3d burn window sees {days} of its 3 days and"),
-        "the 28d objective window (its subquery in (a), its 5m-interval rule in (b)) sees only those days,",
+        "the 28d objective window (its subquery in (a), its slow-group rule in (b)) sees only those days,",
         f"so those windows cost here about {min(args.days, 3) / 3:.0%} (3d) and {args.days / 28:.0%} (28d) of what they cost on a",
         "Prometheus holding 28 days, in both modes (samples grow with the window). (a) reads the 28d and 3d windows once every 7.5-15",
-        "minutes per objective; (b) evaluates the 3d window every minute and the 28d window every 5 minutes",
-        "per objective, whether or not anyone reads them. The counters move with a daily shape (+-50%) and",
+        f"minutes per objective; (b) evaluates the windows of 6h and longer every {slo.SLOW_INTERVAL} and the shorter",
+        "ones every minute per objective, whether or not anyone reads them. Both read each window at the",
+        "resolution of `slo.resolution` (1m under a day, 5m up to a week, 15m beyond). The counters move with a daily shape (+-50%) and",
         "compress like real ones; real services' histograms have more buckets, which the rules read no more",
         "of (one bucket and +Inf).",
         "",

@@ -124,10 +124,11 @@ def test_a_clinicalslo_gets_its_prometheusrule_owned_by_it_and_garbage_collected
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "ClinicalSLO", "name": "ed-triage",
         "uid": created["metadata"]["uid"], "controller": True}]
     assert found["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "healthscale"}
-    [group, window] = found["spec"]["groups"]
-    assert group["name"] == f"healthscale-{namespace}-ed-triage-availability"
+    [group, slow] = found["spec"]["groups"]
+    assert (group["name"], slow["name"]) == (f"healthscale-{namespace}-ed-triage-availability",
+                                             f"healthscale-{namespace}-ed-triage-availability-slow")
     assert {item.get("alert") for item in group["rules"]} == {None, "ClinicalSLOErrorBudgetBurn"}
-    assert window["interval"] == "5m"
+    assert slow["interval"] == "4m"
     applied = wait_until("RulesApplied=True", lambda: (found_ := condition(api, namespace)) and
                          found_["status"] == "True" and found_)
     assert applied["message"] == "PrometheusRule ed-triage: 8 recording rules and 2 alerts"

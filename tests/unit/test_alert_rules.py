@@ -142,7 +142,17 @@ def test_an_objective_window_equal_to_a_burn_window_is_recorded_once(window: str
     made = rules.groups(resource(window=window))
     names = [(rule["record"], rule["labels"]["objective"]) for rule in all_rules(made) if "record" in rule]
     assert len(names) == len(set(names)) == 2 * len(slo.WINDOW_SECONDS)
-    assert not any(group.get("interval") for group in made)
+
+
+def test_short_windows_run_with_the_alerts_and_slow_ones_every_4m_at_a_coarser_resolution() -> None:
+    made = {group["name"]: group for group in rules.groups(resource())}
+    fast, slow = made["healthscale-ehr-ed-triage-availability"], made["healthscale-ehr-ed-triage-availability-slow"]
+    assert "interval" not in fast and slow["interval"] == slo.SLOW_INTERVAL == "4m"
+    assert [rule.get("record", rule.get("alert")) for rule in fast["rules"]] == [
+        *(slo.record_name(seconds) for seconds in (300, 1800, 3600, 7200)), rules.ALERT, rules.ALERT]
+    steps = {rule["record"].removeprefix(slo.RECORD_PREFIX): re.findall(r"\[\d+s:(\w+)\]", rule["expr"])
+             for rule in slow["rules"]}
+    assert steps == {"6h": ["1m", "1m"], "1d": ["5m", "5m"], "3d": ["5m", "5m"], "28d": ["15m", "15m"]}
 
 
 def test_names_are_valid_prometheus_names_and_groups_unique() -> None:

@@ -64,6 +64,22 @@ def reuse_seconds(window_seconds: int, step_seconds: int, spread: float = 0.0) -
     return max(step_seconds, int(min(window_seconds // 60, MAX_REUSE_SECONDS) * (1.0 - spread / 2)))
 
 
+SLOW_WINDOW_SECONDS = 6 * HOUR
+"""Windows this long or longer slide slowly: their recording rules run every ``SLOW_INTERVAL``."""
+SLOW_INTERVAL = "4m"
+"""How often the slow windows' recording rules run: under Prometheus' 5m lookback, so an instant
+read (the alerts', the operator's) always finds their last value."""
+
+
+def resolution(window_seconds: int) -> str:
+    """The step a window's average is sampled at (subquery resolution), by the operator and the
+    recording rules alike: 1m under a day, 5m up to a week, 15m beyond (a 28d window is 2,688
+    points, not 40,320; the average moves by far less than a burn threshold between them)."""
+    if window_seconds < 24 * HOUR:
+        return "1m"
+    return "5m" if window_seconds <= 7 * 24 * HOUR else "15m"
+
+
 RECORD_PREFIX = "healthscale:sli_error:ratio_rate"
 """The recording rules' name, Sloth's with healthscale's prefix; the window's label follows."""
 

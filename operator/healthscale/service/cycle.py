@@ -245,10 +245,12 @@ def sli_report(average: Callable[[str, int, str], float | None], sli: Sli, windo
     """Burn rates over every window and compliance and budget over the SLO window, of one SLI."""
     counts: dict[int, slo.Counts] = {}
     for seconds in slo.WINDOW_SECONDS:
-        found = _counts(sli, average(sli.events, seconds, "1m"), average(sli.total, seconds, "1m"), seconds)
+        step = slo.resolution(seconds)
+        found = _counts(sli, average(sli.events, seconds, step), average(sli.total, seconds, step), seconds)
         if found is not None:
             counts[seconds] = found
-    whole = _counts(sli, average(sli.events, window_seconds, "5m"), average(sli.total, window_seconds, "5m"), 1)
+    step = slo.resolution(window_seconds)
+    whole = _counts(sli, average(sli.events, window_seconds, step), average(sli.total, window_seconds, step), 1)
     return slo.evaluate(sli.percent, counts, whole)
 
 

@@ -5,17 +5,18 @@ latencyGood/total) this owns:
 
 - recording rules ``healthscale:sli_error:ratio_rate<window>``: the SLI's error ratio over every
   window of ``slo.BURN_WINDOWS`` and over ``objectives.window``, labelled journey, namespace,
-  clinicalslo, objective and criticality;
+  clinicalslo, objective and criticality. Windows under ``slo.SLOW_WINDOW_SECONDS`` (5m to 2h) are
+  evaluated at the global interval with the alerts; 6h and longer, in a group of their own every
+  ``slo.SLOW_INTERVAL``: they slide slowly, and evaluating a 3-day subquery every minute for every
+  objective cost Prometheus more than the subqueries the rules replace (BENCHMARKS.md);
 - two multi-window, multi-burn-rate alerts (``ClinicalSLOErrorBudgetBurn``): severity ``page`` for
   the fast pairs of ``slo.BURN_WINDOWS`` and ``ticket`` for the slow ones.
 
 The rules compute exactly the operator's ratios: the same indicator PromQL (``cycle.Sli``,
-``cycle.histogram_sli``), averaged with the same subqueries (``avg_over_time((X)[Ns:1m])`` for the
-burn windows, ``[Ns:5m]`` for the objective window) and read the way ``slo.Counts`` reads them: a
-missing errors series is no errors, a missing good series or no events at all is no ratio. Each side
-is summed to one series (the operator requires one). The objective window's ratio is evaluated every
-5m in a group of its own: its subquery is the most expensive, and a 5m-resolution average moves no
-faster. Pure: this module reads nothing and writes nothing; in the service layer only to share the
+``cycle.histogram_sli``), averaged with the same subqueries (``avg_over_time((X)[Ns:R])``, R from
+``slo.resolution``) and read the way ``slo.Counts`` reads them: a missing errors series is no
+errors, a missing good series or no events at all is no ratio. Each side is summed to one series
+(the operator requires one). Pure: this module reads nothing and writes nothing; in the service layer only to share the
 reconcile's query builders.
 
 Text from the spec never becomes PromQL or template source: the journey is a label value (quoted by
@@ -42,10 +43,6 @@ RULE_FILE = "rules"
 FORMATS = (PROMETHEUS_RULE, RULE_FILE)
 ALERT = "ClinicalSLOErrorBudgetBurn"
 PAGE, TICKET = "page", "ticket"
-BURN_RESOLUTION, WINDOW_RESOLUTION = "1m", "5m"
-"""The subquery resolutions cycle.sli_report reads the burn windows and the objective window at."""
-WINDOW_INTERVAL = "5m"
-"""How often the objective window's ratio is evaluated (its resolution)."""
 LABELS = ("journey", "namespace", "clinicalslo", "objective", "criticality")
 
 
@@ -201,13 +198,16 @@ def groups(resource: clinicalslo.ClinicalSLO, latency_bucket: str | None = None)
     for sli in slis(resource.spec, latency_bucket):
         objective = Objective(resource, sli)
         name = f"healthscale-{meta.namespace}-{meta.name}-{sli.objective}"
-        recorded = [{"record": slo.record_name(seconds), "expr": error_ratio(sli, seconds, BURN_RESOLUTION),
-                     "labels": objective.labels} for seconds in slo.WINDOW_SECONDS]
-        found.append({"name": name, "rules": [*recorded, _alert(objective, PAGE), _alert(objective, TICKET)]})
-        if objective.window_seconds not in slo.WINDOW_SECONDS:  # else recorded above, at 1m
-            found.append({"name": f"{name}-window", "interval": WINDOW_INTERVAL, "rules": [
-                {"record": slo.record_name(objective.window_seconds),
-                 "expr": error_ratio(sli, objective.window_seconds, WINDOW_RESOLUTION), "labels": objective.labels}]})
+        windows = sorted({*slo.WINDOW_SECONDS, objective.window_seconds})
+
+        def recorded(seconds: int) -> dict[str, Any]:
+            return {"record": slo.record_name(seconds), "expr": error_ratio(sli, seconds, slo.resolution(seconds)),
+                    "labels": objective.labels}
+        fast = [recorded(seconds) for seconds in windows if seconds < slo.SLOW_WINDOW_SECONDS]
+        slow = [recorded(seconds) for seconds in windows if seconds >= slo.SLOW_WINDOW_SECONDS]
+        found.append({"name": name, "rules": [*fast, _alert(objective, PAGE), _alert(objective, TICKET)]})
+        if slow:
+            found.append({"name": f"{name}-slow", "interval": slo.SLOW_INTERVAL, "rules": slow})
     return found
 
 
