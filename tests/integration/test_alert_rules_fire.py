@@ -207,7 +207,7 @@ def test_a_fast_latency_burn_fires_the_page_alert_and_a_healthy_objective_fires_
                 for labels in rules_prometheus.firing()}
 
     expected = {("triage", "latency", "page"), ("triage", "latency", "ticket")}
-    wait_until("the page and the ticket of triage's latency", lambda: firing() == expected, timeout=60, pause=2)
+    wait_until("the page and the ticket of triage's latency", lambda: firing() == expected, timeout=180, pause=2)
     time.sleep(6)
     assert firing() == expected, "and nothing else"
 
