@@ -56,7 +56,8 @@ def _slo(name: str, journey: str, criticality: str, run: str, errors: str) -> di
             "indicators": {"demand": "vector(1)", "errors": errors, "total": "vector(10)",
                            "latencyHistogram": f'healthscale_it_request_seconds_bucket{{run="{run}"}}'},
             "objectives": {"availability": 99.9, "latency": {"percentile": 99, "thresholdSeconds": 1.5},
-                           "window": "28d"},
+                           # 7d: averaged at 5m (slo.resolution), recorded minutes after the first scrape.
+                           "window": "7d"},
             "capacity": {"perReplica": 1, "minReplicas": 1, "maxReplicas": 10, "startupSeconds": 60},
         },
     }
@@ -223,7 +224,7 @@ def test_the_operator_reads_the_recorded_ratios_with_one_query_and_they_match_it
     def from_records() -> dict[str, cycle.Measured] | None:
         client.queries.clear()
         found = cycle.measure(client, triage.spec, cycle.Memory(), int(time.time()), 60, records_of)
-        # The 28d group evaluates every 5m from its own offset; until it has, the budget is unknown.
+        # The slow group (6h and longer) runs every 4m from its own offset; until it has, the budget is unknown.
         done = all(item.source == cycle.RECORDING_RULES and item.report is not None
                    and item.report.budget_remaining is not None for item in found.values())
         return found if done else None

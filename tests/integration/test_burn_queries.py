@@ -129,7 +129,8 @@ def _latency_spec(threshold: float) -> clinicalslo.ClinicalSLOSpec:
             "journey": "ED triage screens",
             "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "triage"},
             "indicators": {"demand": "vector(1)", "latencyHistogram": HISTOGRAM},
-            "objectives": {"latency": {"percentile": 95, "thresholdSeconds": threshold}, "window": "28d"},
+            # 7d: averaged at 5m (slo.resolution), so a value exists within minutes of the first scrape.
+            "objectives": {"latency": {"percentile": 95, "thresholdSeconds": threshold}, "window": "7d"},
             "capacity": {"perReplica": 1, "minReplicas": 1, "maxReplicas": 10, "startupSeconds": 60},
         },
     }).spec
@@ -143,8 +144,8 @@ def test_the_latency_objective_of_a_real_histogram_matches_what_prometheus_compu
         found = cycle.measure(client, _latency_spec(1.5), cycle.Memory(), int(time.time()), MINUTE)[slo.LATENCY]
         return found if found.report is not None and found.report.compliance is not None else None
 
-    # The window's average steps at 5m: it has a value once a 5m-aligned instant has two scrapes behind it.
-    latency = wait_until("the 28d compliance of the new histogram", measured_over_the_window, timeout=480, pause=15)
+    # The 7d window steps at 5m: it has a value once a 5m-aligned instant has two scrapes behind it.
+    latency = wait_until("the 7d compliance of the new histogram", measured_over_the_window, timeout=480, pause=15)
     assert latency.report is not None
     assert latency.bucket == "1.5"
     # 20% of requests over 1.5 s against the 5% the objective allows: a burn of 4x, compliance 80%.
