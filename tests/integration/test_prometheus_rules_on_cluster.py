@@ -151,6 +151,7 @@ def test_removing_the_last_objective_deletes_the_rule(api: k8s_client.ApiClient,
         "metadata": custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "clinicalslos",
                                                         "ed-triage")["metadata"]})
     wait_until("the PrometheusRule deleted", lambda: rule(api, namespace) is None)
-    found = wait_until("RulesApplied=False", lambda: (found_ := condition(api, namespace)) and
-                       found_["status"] == "False" and found_)
-    assert found["reason"] == "NoObjectives"
+    wait_until("no RulesApplied condition once nothing is measured", lambda: condition(api, namespace) is None)
+    reasons = {event.reason for event in k8s_client.CoreV1Api(api).list_namespaced_event(namespace).items
+               if event.involved_object.name == "ed-triage"}
+    assert "RulesDeleted" in reasons, reasons

@@ -113,10 +113,17 @@ def test_removing_every_objective_deletes_the_rule_it_applied() -> None:
     rule_sync.sync(port, resource(), status(), memory, (), NOW)
     outcome = rule_sync.sync(port, resource(errors=False, latency=False), status(), memory, (), NOW + 60)
     assert port.deleted == [("ed", "triage")] and memory.rules_applied is None
-    assert outcome.condition is not None and (outcome.condition.status, outcome.condition.reason) == (
-        "False", "NoObjectives")
-    rule_sync.sync(port, resource(errors=False, latency=False), status(), memory, (), NOW + 120)
+    assert outcome.condition is None, "nothing measured: no condition about rules"
+    assert [(event.type, event.reason) for event in outcome.events] == [("Normal", "RulesDeleted")]
+    again = rule_sync.sync(port, resource(errors=False, latency=False), status(), memory, (), NOW + 120)
+    assert again == rule_sync.Outcome(None)
     assert len(port.deleted) == 1, "nothing applied since: nothing to delete"
+
+
+def test_a_clinicalslo_measuring_nothing_gets_neither_rules_nor_a_condition() -> None:
+    port = FakeRuleObjects()
+    outcome = rule_sync.sync(port, resource(errors=False, latency=False), status(), cycle.Memory(), (), NOW)
+    assert outcome == rule_sync.Outcome(None) and port.applied == [] and port.deleted == []
 
 
 @pytest.mark.parametrize(

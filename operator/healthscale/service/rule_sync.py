@@ -68,13 +68,13 @@ def sync(port: Port, resource: clinicalslo.ClinicalSLO, status: clinicalslo.Clin
             body = desired(resource, status)
         except ValueError as error:  # the latency bucket is not the threshold (the models let it through)
             return Outcome(events.condition(previous, CONDITION, False, "InvalidRules", str(error), generation, now))
-        if body is None:
+        if body is None:  # nothing measured: no rules, and no condition about them
             if memory.rules_applied is not None:
                 port.delete(namespace, name)
                 memory.rules_applied = None
-            return Outcome(events.condition(previous, CONDITION, False, "NoObjectives",
-                                            "no objective is measured (no errors/total or latency indicator): no rules",
-                                            generation, now))
+                return Outcome(None, (events.Event(
+                    "Normal", "RulesDeleted", f"PrometheusRule {name} deleted: no objective is measured any more"),))
+            return Outcome(None)
         digest = _digest(body)
         earlier = memory.rules_applied
         recorded, alerts = _counts(body)
