@@ -202,7 +202,8 @@ def test_an_operator_restarted_mid_surge_causes_no_dip(
     log = tmp_path / "operator.log"
     with running_operator(devcluster, devcluster.prometheus_url, namespace, log):
         wait_until("the surge floor", lambda: replicas(api, namespace) == 12)
-        before = status(api, namespace)["lastCycleTime"]
+        # A cycle writes the scale before its status: wait for the status of the cycle that scaled.
+        before = wait_until("the cycle's status", lambda: status(api, namespace).get("lastCycleTime"))
     seen: list[int] = []
     with running_operator(devcluster, devcluster.prometheus_url, namespace, log):
         deadline = time.time() + 150
