@@ -91,8 +91,6 @@ class Ports:
     deletion_cost: bool = True
     """Set pod-deletion-cost from indicators.podLoad before a scale-down (off: podLoad is ignored
     and pods are never patched; the operator's --no-pod-deletion-cost)."""
-    recorded_ratios: bool = True
-    """Read burn rates from the recording rules when Prometheus has them (``read_records``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -529,7 +527,7 @@ def observe(resource: clinicalslo.ClinicalSLO, ports_: Ports, memory: Memory, no
             measured[slo.LATENCY] = Measured(slo.LATENCY, spec.objectives.latency.percentile, None, "NotRead", skipped)
     else:
         measured = measure(ports_.metrics, spec, memory, now, settings.step,
-                           (resource.metadata.namespace, resource.metadata.name) if ports_.recorded_ratios else None)
+                           (resource.metadata.namespace, resource.metadata.name))
     for item in measured.values():
         if item.report is None:
             log.warning("%s objective not measured (%s): %s", item.objective, item.reason, item.message)
