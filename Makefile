@@ -25,7 +25,7 @@ system-packages:  ## apt-get install prometheus, lua5.4 (and openssl, curl) if m
 	@tools/bootstrap.sh system
 
 test: setup check  ## the whole suite: static checks, unit and chart tests, then integration tests on the local control plane
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest --durations=30
 
 unit: check  ## static checks and the unit tests only (no cluster, no helm needed)
 	$(PYTHON) -m pytest -m "not integration and not chart"

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from healthscale.api import clinicalslo, crdgen, manifests, surgeschedule
 from healthscale.backtest import replay, report, trace
-from healthscale.domain import residency as residency_rules
+from healthscale.domain import residency as residency_rules, warmup as node_warmup
 
 if TYPE_CHECKING:  # the runtime (Kopf, kubernetes) is imported only by `healthscale run`
     from healthscale.runtime import webhook
@@ -72,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     backtest.add_argument("--warmup-days", type=float, default=None,
                           help="days at the start used only as history (default: the SLO's forecast.history)")
     backtest.add_argument("--no-references", action="store_true", help="replay healthscale only (faster)")
+    backtest.add_argument("--node-provisioning-seconds", type=int, default=0, metavar="SECONDS",
+                          help="a replica beyond the nodes' room waits this long for a node (every policy alike); "
+                               "healthscale reserves room ahead of need and is also replayed without doing so "
+                               "(default 0: room is never short)")
 
     run = commands.add_parser(
         "run", help="run the operator (in-cluster, or with the kubeconfig named by KUBECONFIG)",
@@ -242,6 +246,8 @@ def _backtest(arguments: argparse.Namespace) -> int:
     # Everything a user can get wrong is checked before the replay, which takes minutes.
     if arguments.warmup_days is not None and not arguments.warmup_days >= 0:
         raise ValueError("--warmup-days must be >= 0")
+    if not 0 <= arguments.node_provisioning_seconds <= node_warmup.MAX_NODE_PROVISIONING_SECONDS:
+        raise ValueError(f"--node-provisioning-seconds must be between 0 and {node_warmup.MAX_NODE_PROVISIONING_SECONDS}")
     _input_file("--trace", arguments.trace)
     _input_file("--slo", arguments.slo)
     if arguments.schedule is not None:
@@ -262,13 +268,14 @@ def _backtest(arguments: argparse.Namespace) -> int:
     if warmup is None:
         warmup = slo.spec.forecast.history.total_seconds() / 86400
     intervals = replay.scored_intervals(demand, warmup)
-    total = intervals * (1 if arguments.no_references else len(replay.FORECASTING))
+    total = intervals * replay.forecasting_runs(not arguments.no_references, arguments.node_provisioning_seconds)
     started = time.perf_counter()
     from tqdm import tqdm
 
     with tqdm(total=total, unit="interval", desc="replaying", disable=None, mininterval=0.5, file=sys.stderr) as bar:
         result = replay.replay(demand, slo.spec, schedule.spec if schedule else None, warmup,
-                               progress=lambda _: bar.update(), with_references=not arguments.no_references)
+                               progress=lambda _: bar.update(), with_references=not arguments.no_references,
+                               node_provisioning_seconds=arguments.node_provisioning_seconds)
     elapsed = time.perf_counter() - started
     _written("--output", arguments.output, lambda: report.write_plan(result, arguments.output))
     print(f"{demand.path.name}: {intervals} intervals of {demand.step}s replayed in {elapsed:.1f}s "
@@ -279,6 +286,9 @@ def _backtest(arguments: argparse.Namespace) -> int:
     print(report.table(result))
     print()
     print(f"healthscale's reasons: {report.reasons(result)}")
+    warm_up = report.warm_up(result)
+    if warm_up is not None:
+        print(warm_up)
     print(f"forecast calibration: {report.calibration(result).describe()}")
     if arguments.plot:
         _written("--plot", arguments.plot, lambda: report.plot(result, arguments.plot))

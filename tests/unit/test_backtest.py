@@ -325,7 +325,7 @@ def _result(demand: list[float], runs: dict[str, list[float]], oracle: list[int]
         policy=policy,
         times=MONDAY + HOUR * np.arange(len(demand)),
         demand=demand_array,
-        runs={name: replay.Run(name, np.ceil(ready).astype(np.int64), np.asarray(ready), [])
+        runs={name: replay.Run(name, np.ceil(ready).astype(np.int64), np.asarray(ready), [], np.ceil(ready))
               for name, ready in runs.items()},
         oracle=np.asarray(oracle, dtype=np.int64),
         windows=[],

@@ -31,7 +31,7 @@ CRDS = REPO / "crds"
 PLAN_HEADER = [
     "timestamp", "demand", "forecast", "forecast_upper", "desired_replicas", "ready_replicas",
     "unmet_demand", "reason", "surge", "model", "guards",
-    "hpa_desired_replicas", "hpa_ready_replicas", "oracle_replicas",
+    "hpa_desired_replicas", "hpa_ready_replicas", "oracle_replicas", "reserved_replicas",
 ]
 """PLAN.csv's columns as the backtest documents them (report.PLAN_COLUMNS)."""
 

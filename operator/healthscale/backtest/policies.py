@@ -1,8 +1,9 @@
 """The replay's capacity model and the policies it compares.
 
 ``Capacity`` is the one model of how replicas serve: a scale-up serves only ``startup`` seconds
-after it was asked for; a scale-down takes effect at once (not-yet-ready pods go first). What
-serves an interval is the time-weighted average of ready replicas across it.
+after it was asked for (plus ``provisioning`` when it needs a node nobody reserved room on); a
+scale-down takes effect at once (not-yet-ready pods go first). What serves an interval is the
+time-weighted average of ready replicas across it.
 
 Every policy decides at the start of an interval and sees only the intervals before it:
 
@@ -26,7 +27,7 @@ from typing import Protocol
 
 import numpy as np
 
-from healthscale.domain import calendar, planning, series
+from healthscale.domain import calendar, planning, series, warmup
 from healthscale.domain.forecast import base as forecast_base, choice, holt_winters
 
 HPA_TOLERANCE = 0.1
@@ -34,26 +35,70 @@ HPA_TOLERANCE = 0.1
 
 
 class Capacity:
-    """Replicas asked for, replicas ready, and the scale-ups still starting."""
+    """Replicas asked for, replicas ready, the scale-ups still starting, and the nodes' room.
 
-    def __init__(self, replicas: int, startup: int) -> None:
+    Room is counted in replicas' worth of node capacity. With ``provisioning`` 0 there is always
+    room, and a scale-up serves ``startup`` seconds after it was asked for. Otherwise the room is
+    what was there at the start plus what was asked for since: a replica beyond the room waits
+    ``provisioning`` seconds for a new node before it starts, unless room was reserved for it
+    (placeholder pods it preempts) early enough. Room no replica or reservation holds is released
+    at once, as Karpenter's consolidation and cluster-autoscaler's scale-down do with empty nodes.
+    """
+
+    def __init__(self, replicas: int, startup: int, provisioning: int = 0) -> None:
         self.requested = replicas
+        self.reserved = 0
         self.startup = startup
+        self.provisioning = provisioning
         self._ready = replicas
         self._starting: list[tuple[int, int]] = []  # (ready at, count), oldest first
+        self._room: list[tuple[int, int]] = [(0, replicas)]  # (usable from, replicas' worth), earliest first
 
     def _promote(self, moment: int) -> None:
         while self._starting and self._starting[0][0] <= moment:
             self._ready += self._starting.pop(0)[1]
 
-    def request(self, moment: int, replicas: int) -> None:
+    def _placed(self) -> int:
+        return self._ready + sum(count for _, count in self._starting)
+
+    def room(self) -> int:
+        """Replicas' worth of nodes, up or being provisioned (what the cluster pays for)."""
+        return sum(count for _, count in self._room)
+
+    def _fit_room(self, moment: int, wanted: int) -> None:
+        """Provision the room missing for ``wanted`` replicas, or release what exceeds it
+        (the nodes that come up last go first)."""
+        have = self.room()
+        if wanted > have:
+            self._room.append((moment + self.provisioning, wanted - have))
+        surplus = have - wanted
+        while surplus > 0:
+            usable_from, count = self._room.pop()
+            released = min(count, surplus)
+            surplus -= released
+            if count > released:
+                self._room.append((usable_from, count - released))
+
+    def request(self, moment: int, replicas: int, reserved: int = 0) -> None:
+        """Ask for ``replicas`` and hold room for ``reserved`` more from ``moment`` on."""
         self._promote(moment)
         if replicas > self.requested:
-            extra = replicas - self.requested
-            if self.startup <= 0:
-                self._ready += extra
-            else:
-                self._starting.append((moment + self.startup, extra))
+            self._fit_room(moment, max(replicas + reserved, self._placed()))
+            # Replicas take the earliest room not already taken (they preempt placeholders).
+            taken, extra = self._placed(), replicas - self.requested
+            for usable_from, count in list(self._room):
+                free = min(count, max(0, count - taken))
+                taken = max(0, taken - count)
+                if free <= 0 or extra <= 0:
+                    continue
+                placed = min(free, extra)
+                extra -= placed
+                ready_at = max(moment, usable_from) + self.startup
+                if ready_at <= moment:
+                    self._ready += placed
+                else:
+                    self._starting.append((ready_at, placed))
+            self._starting.sort()
         elif replicas < self.requested:
             surplus = self.requested - replicas
             while surplus and self._starting:
@@ -64,6 +109,8 @@ class Capacity:
                     self._starting.append((ready_at, count - removed))
             self._ready -= surplus
         self.requested = replicas
+        self.reserved = reserved
+        self._fit_room(moment, max(replicas + reserved, self._placed()))
 
     def serving(self, begin: int, end: int) -> float:
         """Time-weighted ready replicas over ``[begin, end)``; advances the model to ``end``."""
@@ -87,6 +134,8 @@ class Choice:
     forecast_upper: float = math.nan
     model: str = ""
     note: str = ""
+    reserved: int = 0
+    """Room held for replicas beyond ``replicas`` (node warm-up, ``domain.warmup``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,12 +165,15 @@ class Policy(Protocol):
 
 
 class Engine:
-    """healthscale's own planner and forecaster, with the state the operator would keep."""
+    """healthscale's own planner and forecaster, with the state the operator would keep; with
+    ``warm_up`` (and ``policy.node_provisioning_seconds``), it also reserves room ahead of need."""
 
     name = "healthscale"
 
     def __init__(self, policy: planning.Policy, settings: forecast_base.Settings,
-                 windows: list[calendar.Window]) -> None:
+                 windows: list[calendar.Window], warm_up: bool = True, name: str = name) -> None:
+        self.name = name
+        self.warm_up = warm_up
         self.policy = policy
         self.settings = settings
         self.windows = windows
@@ -131,23 +183,21 @@ class Engine:
         self._memory = planning.Memory()
 
     def surges_near(self, now: int) -> list[calendar.Window]:
-        reach = now + self.policy.lookahead
+        reach = now + self.policy.reach
         mask = (self._effective < reach) & (self._ends > now)
         return [self.windows[int(index)] for index in np.flatnonzero(mask)]
 
     def decide(self, context: Context) -> Choice:
         outcome, self._state = choice.forecast(context.past(), context.now, self.settings, self._state)
-        decision, self._memory = planning.plan(
-            self.policy,
-            planning.Inputs(
-                now=context.now,
-                current_replicas=context.current_replicas,
-                current_demand=context.last_demand(),
-                forecast=outcome,
-                surges=self.surges_near(context.now),
-            ),
-            self._memory,
+        inputs = planning.Inputs(
+            now=context.now,
+            current_replicas=context.current_replicas,
+            current_demand=context.last_demand(),
+            forecast=outcome,
+            surges=self.surges_near(context.now),
         )
+        decision, self._memory = planning.plan(self.policy, inputs, self._memory)
+        reserved = warmup.reserve(self.policy, inputs, decision).replicas if self.warm_up else 0
         point = upper = math.nan
         if isinstance(outcome, forecast_base.Forecast):
             point = float(outcome.point[0])
@@ -160,6 +210,7 @@ class Engine:
             forecast_upper=upper,
             model=outcome.model if isinstance(outcome, forecast_base.Forecast) else f"none: {outcome.code}",
             note="; ".join(decision.guards),
+            reserved=reserved,
         )
 
 

@@ -30,6 +30,12 @@ FloatArray = series.FloatArray
 ENGINE = policies.Engine.name
 FORECASTING = (policies.Engine, policies.PredictiveHPA)
 """The policies that forecast, and so report progress (the others replay in moments)."""
+NO_WARM_UP = f"{ENGINE}, no node warm-up"
+
+
+def forecasting_runs(with_references: bool, node_provisioning_seconds: int) -> int:
+    """How many of a replay's runs forecast (each reports progress once per interval)."""
+    return 1 + (node_provisioning_seconds > 0) + with_references
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -40,6 +46,8 @@ class Run:
     desired: np.ndarray
     ready: FloatArray
     choices: list[policies.Choice]
+    room: FloatArray
+    """Replicas' worth of nodes up or being provisioned, as each interval starts (placeholders' too)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +59,8 @@ class Score:
     breach_percent: float
     replica_hours: float
     relative_replica_hours: float
+    room_hours: float
+    """Replicas' worth of nodes paid for (up or being provisioned, placeholders' room included)."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -76,7 +86,8 @@ class Result:
         step_hours = self.trace.step / 3600.0
         oracle_hours = float(self.oracle.sum()) * step_hours
         rows = []
-        for name, ready in [*((run.name, run.ready) for run in self.runs.values()), ("oracle", self.oracle.astype(float))]:
+        for name, ready, room in [*((run.name, run.ready, run.room) for run in self.runs.values()),
+                                  ("oracle", self.oracle.astype(float), self.oracle.astype(float))]:
             served = ready * self.policy.per_replica
             unmet = np.maximum(0.0, self.demand - served)
             hours = float(ready.sum()) * step_hours
@@ -86,13 +97,16 @@ class Result:
                 breach_percent=100.0 * float(np.count_nonzero(unmet > 1e-9 * np.maximum(self.demand, 1.0))) / max(1, self.demand.size),
                 replica_hours=hours,
                 relative_replica_hours=hours / oracle_hours if oracle_hours > 0 else math.nan,
+                room_hours=float(room.sum()) * step_hours,
             ))
         return rows
 
 
-def engine_policy(slo: clinicalslo.ClinicalSLOSpec, step: int) -> tuple[planning.Policy, base.Settings]:
+def engine_policy(slo: clinicalslo.ClinicalSLOSpec, step: int,
+                  node_provisioning_seconds: int = 0) -> tuple[planning.Policy, base.Settings]:
     """The planner and forecaster settings for a replay at the trace's own step."""
-    policy = dataclasses.replace(planning.Policy.of(slo), cycle_seconds=step)
+    policy = dataclasses.replace(planning.Policy.of(slo), cycle_seconds=step,
+                                 node_provisioning_seconds=node_provisioning_seconds)
     # The trace's timestamps are its local wall clock, read as UTC throughout the replay.
     settings = dataclasses.replace(planning.forecast_settings(slo, policy), timezone="UTC")
     return policy, settings
@@ -105,10 +119,16 @@ def replay(
     warmup_days: float,
     progress: Callable[[int], None] | None = None,
     with_references: bool = True,
+    node_provisioning_seconds: int = 0,
 ) -> Result:
-    """Replay ``trace`` through healthscale and, unless told not to, the reference policies."""
+    """Replay ``trace`` through healthscale and, unless told not to, the reference policies.
+
+    With ``node_provisioning_seconds``, a replica beyond the nodes' room waits that long for a node
+    (every policy alike), healthscale reserves room ahead of need (``domain.warmup``), and it is
+    replayed a second time without the reservation (``NO_WARM_UP``) to show what warm-up changes.
+    """
     step = trace.step
-    policy, settings = engine_policy(slo, step)
+    policy, settings = engine_policy(slo, step, node_provisioning_seconds)
     notes = []
     if int(slo.forecast.step.total_seconds()) != step:
         notes.append(f"replanned every {step}s, the trace's step (the spec says {slo.forecast.step})")
@@ -128,6 +148,8 @@ def replay(
         )
     engine = policies.Engine(policy, settings, windows)
     candidates: list[policies.Policy] = [engine]
+    if policy.node_provisioning_seconds > 0:
+        candidates.append(policies.Engine(policy, settings, windows, warm_up=False, name=NO_WARM_UP))
     if with_references:
         candidates += [
             policies.ReactiveHPA(policy),
@@ -139,7 +161,7 @@ def replay(
     initial = _initial_replicas(policy, values, first_scored)
     runs: dict[str, Run] = {}
     for candidate in candidates:
-        runs[candidate.name] = _run(candidate, trace, scored, initial, policy.startup_seconds,
+        runs[candidate.name] = _run(candidate, trace, scored, initial, policy,
                                     progress if isinstance(candidate, FORECASTING) else None)
     oracle = np.array([policies.oracle_replicas(policy, float(values[position])) for position in scored], dtype=np.int64)
     times = trace.series.start + scored.astype(np.int64) * step
@@ -169,27 +191,29 @@ def rerun(result: Result, candidate: policies.Policy) -> Run:
     """Replay one more policy over ``result``'s scored intervals, from the same starting replicas."""
     positions = (result.times - result.trace.series.start) // result.trace.step
     initial = _initial_replicas(result.policy, result.trace.series.values, int(positions[0]))
-    return _run(candidate, result.trace, positions, initial, result.policy.startup_seconds, None)
+    return _run(candidate, result.trace, positions, initial, result.policy, None)
 
 
-def _run(candidate: policies.Policy, trace: trace_.Trace, scored: np.ndarray, initial: int, startup: int,
-         progress: Callable[[int], None] | None) -> Run:
+def _run(candidate: policies.Policy, trace: trace_.Trace, scored: np.ndarray, initial: int,
+         policy: planning.Policy, progress: Callable[[int], None] | None) -> Run:
     """Replay one policy over the scored intervals on its own capacity model."""
     step = trace.series.step
-    capacity = policies.Capacity(initial, startup)
+    capacity = policies.Capacity(initial, policy.startup_seconds, policy.node_provisioning_seconds)
+    room = np.zeros(scored.size)
     desired = np.zeros(scored.size, dtype=np.int64)
     ready = np.zeros(scored.size)
     choices: list[policies.Choice] = []
     for row, position in enumerate(scored):
         now = trace.series.start + int(position) * step
         choice = candidate.decide(policies.Context(now, int(position), trace.series, capacity.requested))
-        capacity.request(now, choice.replicas)
+        capacity.request(now, choice.replicas, choice.reserved)
         desired[row] = choice.replicas
+        room[row] = capacity.room()
         ready[row] = capacity.serving(now, now + step)
         choices.append(choice)
         if progress is not None:
             progress(row)
-    return Run(candidate.name, desired, ready, choices)
+    return Run(candidate.name, desired, ready, choices, room)
 
 
 MATCHED_HPA_PREFIX = "reactive HPA, same replica-hours"

@@ -15,7 +15,7 @@ HPA = "reactive HPA"
 PLAN_COLUMNS = (
     "timestamp", "demand", "forecast", "forecast_upper", "desired_replicas", "ready_replicas",
     "unmet_demand", "reason", "surge", "model", "guards",
-    "hpa_desired_replicas", "hpa_ready_replicas", "oracle_replicas",
+    "hpa_desired_replicas", "hpa_ready_replicas", "oracle_replicas", "reserved_replicas",
 )
 
 
@@ -45,15 +45,18 @@ def write_plan(result: replay.Result, path: pathlib.Path) -> None:
                 "" if hpa is None else int(hpa.desired[row]),
                 "" if hpa is None else f"{hpa.ready[row]:.3f}",
                 int(result.oracle[row]),
+                choice.reserved,
             ])
 
 
 def table(result: replay.Result) -> str:
-    """The comparison table as aligned text (also valid Markdown)."""
-    header = ("policy", "unmet demand %", "breach %", "replica-hours", "vs oracle")
+    """The comparison table as aligned text (also valid Markdown); with node provisioning, the
+    node room each policy paid for too."""
+    nodes = result.policy.node_provisioning_seconds > 0
+    header = ("policy", "unmet demand %", "breach %", "replica-hours", "vs oracle", *(("node room-hours",) if nodes else ()))
     rows = [
         (score.name, f"{score.unmet_percent:.2f}", f"{score.breach_percent:.1f}", f"{score.replica_hours:,.0f}",
-         f"{score.relative_replica_hours:.2f}x")
+         f"{score.relative_replica_hours:.2f}x", *((f"{score.room_hours:,.0f}",) if nodes else ()))
         for score in result.scores()
     ]
     widths = [max(len(str(line[column])) for line in (header, *rows)) for column in range(len(header))]
@@ -65,6 +68,24 @@ def table(result: replay.Result) -> str:
 
     separator = "|" + "|".join(("-" * (width + 1) + ":") if column else ("-" * (width + 2)) for column, width in enumerate(widths)) + "|"
     return "\n".join([line(header), separator, *(line(row) for row in rows)])
+
+
+def warm_up(result: replay.Result) -> str | None:
+    """What reserving node room ahead of need changed, when nodes take time (else None)."""
+    scores = {score.name: score for score in result.scores()}
+    if result.policy.node_provisioning_seconds <= 0 or replay.NO_WARM_UP not in scores:
+        return None
+    warm, cold = scores[ENGINE], scores[replay.NO_WARM_UP]
+    held = sum(1 for choice in result.runs[ENGINE].choices if choice.reserved > 0)
+    return (f"node warm-up ({result.policy.node_provisioning_seconds}s to add a node): unmet demand "
+            f"{warm.unmet_percent:.2f}% with, {cold.unmet_percent:.2f}% without; intervals in breach "
+            f"{warm.breach_percent:.1f}% vs {cold.breach_percent:.1f}%; node room-hours {warm.room_hours:,.0f} vs "
+            f"{cold.room_hours:,.0f} ({_ratio(warm.room_hours, cold.room_hours)}); room reserved in "
+            f"{100 * held / max(1, len(result.runs[ENGINE].choices)):.1f}% of intervals")
+
+
+def _ratio(value: float, reference: float) -> str:
+    return f"{value / reference:.3f}x" if reference > 0 else "n/a"
 
 
 def reasons(result: replay.Result) -> str:

@@ -72,6 +72,8 @@ class Policy:
     stabilization_seconds: int
     max_step_fraction: float
     cycle_seconds: int
+    node_provisioning_seconds: int = 0
+    """How long the cluster takes to add a node (``domain.warmup``); 0: room is never short."""
 
     @staticmethod
     def of(spec: clinicalslo.ClinicalSLOSpec) -> Policy:
@@ -92,6 +94,12 @@ class Policy:
         """A replica asked for now serves after startup; the next chance to act is one cycle later."""
         return self.startup_seconds + self.cycle_seconds
 
+    @property
+    def reach(self) -> int:
+        """How far ahead anything is planned: the lookahead, plus node provisioning when room for
+        later replicas is reserved ahead of them (``domain.warmup``)."""
+        return self.lookahead + self.node_provisioning_seconds
+
     def replicas_for(self, demand: float, headroom: float) -> int:
         """Replicas that serve ``demand`` with ``headroom`` to spare (rounded up)."""
         if demand <= 0:
@@ -109,7 +117,7 @@ def forecast_settings(spec: clinicalslo.ClinicalSLOSpec, policy: Policy) -> base
     return base.Settings(
         history=int(spec.forecast.history.total_seconds()),
         step=step,
-        horizon=max(int(spec.forecast.horizon.total_seconds()), step, policy.lookahead),
+        horizon=max(int(spec.forecast.horizon.total_seconds()), step, policy.reach),
         model=str(spec.forecast.model),
         timezone=spec.forecast.timezone,
         extra_level=policy.quantile,
