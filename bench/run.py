@@ -11,7 +11,9 @@ takes a few minutes more; ``--skip-holidays`` leaves it out. The "Cost and unmet
 policy's cost knob swept on two traces, ``bench/frontier.py``) takes 15-25 minutes; ``--skip-frontier``
 leaves it out. The "Prometheus load at 1,000 ClinicalSLOs" section (a private Prometheus on backfilled
 history, subqueries against recording rules, ``bench/rules_load.py``) takes about 15 minutes;
-``--skip-rules-load`` leaves it out and keeps the section last measured.
+``--skip-rules-load`` leaves it out and keeps the section last measured. The "Node warm-up" section
+(each 5-minute-or-finer trace replayed with nodes that take time to add, with and without the
+reservation, ``bench/warm_up.py``) takes a few minutes; ``--skip-warm-up`` keeps the last one.
 """
 
 from __future__ import annotations
@@ -139,6 +141,7 @@ def main() -> int:
         holidays = None if "--skip-holidays" in sys.argv else _holidays(pathlib.Path(scratch))
         frontier = None if "--skip-frontier" in sys.argv else _frontier(pathlib.Path(scratch))
         rules_load = None if "--skip-rules-load" in sys.argv else _rules_load(pathlib.Path(scratch))
+        warm_up = None if "--skip-warm-up" in sys.argv else _warm_up(pathlib.Path(scratch))
         throughput_json = pathlib.Path(scratch) / "throughput.json"
         command = [sys.executable, "bench/throughput.py", "--series", "1000", "--naive-series", "30",
                    "--json", str(throughput_json)]
@@ -146,7 +149,8 @@ def main() -> int:
         print(_run(command), flush=True)
         figures = json.loads(throughput_json.read_text())
         scale = None if "--skip-cluster" in sys.argv else _scale_runs(pathlib.Path(scratch))
-    _write(sections, figures, scale, generalisation, holidays, frontier=frontier, rules_load=rules_load)
+    _write(sections, figures, scale, generalisation, holidays, frontier=frontier, rules_load=rules_load,
+           warm_up=warm_up)
     print(f"wrote {ROOT / 'BENCHMARKS.md'}")
     return 0
 
@@ -193,6 +197,18 @@ def _rules_load(scratch: pathlib.Path) -> list[str]:
     return markdown.read_text().rstrip("\n").splitlines() + [""]
 
 
+WARM_UP_HEADER = "## Node warm-up: nodes that take time to add (issue 13)"
+
+
+def _warm_up(scratch: pathlib.Path) -> list[str]:
+    """The "Node warm-up" section, as bench/warm_up.py writes it (its command is in it)."""
+    markdown = scratch / "warm-up.md"
+    command = [sys.executable, "bench/warm_up.py", "--jobs", GENERALISE_JOBS, "--markdown", str(markdown)]
+    print("$", " ".join(command), flush=True)
+    print(_run(command), flush=True)
+    return markdown.read_text().rstrip("\n").splitlines() + [""]
+
+
 def _ratio(ours: str, reference: str) -> str:
     """healthscale's unmet demand over the reference's, as in the goals ("0.24x"; below 1 is better),
     from the table's figures; n/a when both round to 0.00%."""
@@ -204,7 +220,7 @@ def _ratio(ours: str, reference: str) -> str:
 def _write(sections: list[tuple[str, str, str]], figures: dict[str, float],
            scale: dict[str, dict[str, float]] | None, generalisation: list[str] | None = None,
            holidays: list[str] | None = None, frontier: list[str] | None = None,
-           rules_load: list[str] | None = None) -> None:
+           rules_load: list[str] | None = None, warm_up: list[str] | None = None) -> None:
     lines = [
         "# Benchmarks",
         "",
@@ -300,6 +316,8 @@ def _write(sections: list[tuple[str, str, str]], figures: dict[str, float],
     lines += _kept_section(LOADTEST_HEADER)
     # --skip-rules-load keeps the last measured section (its date and command are in it).
     lines += rules_load if rules_load is not None else _kept_section(RULES_LOAD_HEADER)
+    # --skip-warm-up keeps the last measured section.
+    lines += warm_up if warm_up is not None else _kept_section(WARM_UP_HEADER)
     # --skip-cluster keeps the last measured scale section (its date and command are in it).
     lines += _scale_lines(scale) if scale is not None else _kept_section(SCALE_HEADER)
     (ROOT / "BENCHMARKS.md").write_text("\n".join(lines))

@@ -14,6 +14,7 @@ import datetime as dt
 import importlib.metadata
 import os
 import pathlib
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,10 +22,11 @@ from typing import TYPE_CHECKING
 
 from healthscale.api import clinicalslo, crdgen, manifests, surgeschedule
 from healthscale.backtest import replay, report, trace
-from healthscale.domain import residency as residency_rules, warmup as node_warmup
+from healthscale.domain import residency as residency_rules
 
 if TYPE_CHECKING:  # the runtime (Kopf, kubernetes) is imported only by `healthscale run`
     from healthscale.runtime import webhook
+    from healthscale.service import room
 
 EXIT_BAD_INPUT = 2
 EXIT_LEFT = 1
@@ -72,10 +74,10 @@ def _parser() -> argparse.ArgumentParser:
     backtest.add_argument("--warmup-days", type=float, default=None,
                           help="days at the start used only as history (default: the SLO's forecast.history)")
     backtest.add_argument("--no-references", action="store_true", help="replay healthscale only (faster)")
-    backtest.add_argument("--node-provisioning-seconds", type=int, default=0, metavar="SECONDS",
+    backtest.add_argument("--node-provisioning-seconds", type=int, default=None, metavar="SECONDS",
                           help="a replica beyond the nodes' room waits this long for a node (every policy alike); "
                                "healthscale reserves room ahead of need and is also replayed without doing so "
-                               "(default 0: room is never short)")
+                               "(default: the SLO's capacity.nodeProvisioningSeconds; 0: room is never short)")
 
     run = commands.add_parser(
         "run", help="run the operator (in-cluster, or with the kubeconfig named by KUBECONFIG)",
@@ -117,6 +119,15 @@ def _parser() -> argparse.ArgumentParser:
                      help="when the cluster serves PrometheusRules (Prometheus Operator), keep one per ClinicalSLO "
                      "with its recording rules and burn-rate alerts, owned by it; burn rates are then read from "
                      "the recorded series (--no-prometheus-rules: never create them)")
+    run.add_argument("--node-warmup", action=argparse.BooleanOptionalAction, default=True,
+                     help="for ClinicalSLOs with capacity.nodeProvisioningSeconds, hold node room ahead of need with "
+                     "a placeholder Deployment per ClinicalSLO, owned by it (--no-node-warmup: report the room "
+                     "in status.reservation, create nothing)")
+    run.add_argument("--placeholder-image", default=None, metavar="IMAGE",
+                     help="image of the placeholder pods (default registry.k8s.io/pause:3.10)")
+    run.add_argument("--placeholder-priority-class", default=None, metavar="NAME",
+                     help="PriorityClass of the placeholder pods, with a negative value so that real pods "
+                     "preempt them (default healthscale-placeholder, which the Helm chart creates)")
     run.add_argument("--webhook-port", type=int, default=0,
                      help="port for the residency admission webhook (0, the default, runs none); every replica "
                      "serves it, in a thread of its own")
@@ -246,8 +257,9 @@ def _backtest(arguments: argparse.Namespace) -> int:
     # Everything a user can get wrong is checked before the replay, which takes minutes.
     if arguments.warmup_days is not None and not arguments.warmup_days >= 0:
         raise ValueError("--warmup-days must be >= 0")
-    if not 0 <= arguments.node_provisioning_seconds <= node_warmup.MAX_NODE_PROVISIONING_SECONDS:
-        raise ValueError(f"--node-provisioning-seconds must be between 0 and {node_warmup.MAX_NODE_PROVISIONING_SECONDS}")
+    if arguments.node_provisioning_seconds is not None \
+            and not 0 <= arguments.node_provisioning_seconds <= clinicalslo.MAX_NODE_PROVISIONING_SECONDS:
+        raise ValueError(f"--node-provisioning-seconds must be between 0 and {clinicalslo.MAX_NODE_PROVISIONING_SECONDS}")
     _input_file("--trace", arguments.trace)
     _input_file("--slo", arguments.slo)
     if arguments.schedule is not None:
@@ -268,7 +280,8 @@ def _backtest(arguments: argparse.Namespace) -> int:
     if warmup is None:
         warmup = slo.spec.forecast.history.total_seconds() / 86400
     intervals = replay.scored_intervals(demand, warmup)
-    total = intervals * replay.forecasting_runs(not arguments.no_references, arguments.node_provisioning_seconds)
+    policy, _ = replay.engine_policy(slo.spec, demand.step, arguments.node_provisioning_seconds)
+    total = intervals * replay.forecasting_runs(not arguments.no_references, policy)
     started = time.perf_counter()
     from tqdm import tqdm
 
@@ -328,6 +341,23 @@ def _capacity(arguments: argparse.Namespace) -> int:
         print(f"plot written to {arguments.plot}")
     found = estimate.outcome in (capacity.Outcome.OBSERVED, capacity.Outcome.NOT_OBSERVED)
     return 0 if found else EXIT_LEFT
+
+
+def _node_warmup(arguments: argparse.Namespace) -> room.Settings | None:
+    """The placeholders' ``room.Settings``, or None with --no-node-warmup."""
+    from healthscale.service import room
+
+    if not arguments.node_warmup:
+        return None
+    image = arguments.placeholder_image if arguments.placeholder_image is not None else room.DEFAULT_IMAGE
+    priority = (arguments.placeholder_priority_class if arguments.placeholder_priority_class is not None
+                else room.DEFAULT_PRIORITY_CLASS)
+    if not image.strip() or any(character.isspace() for character in image):
+        raise ValueError(f"--placeholder-image {image!r}: must be an image reference without spaces")
+    if len(priority) > 253 or not re.fullmatch(clinicalslo.OBJECT_NAME, priority):
+        raise ValueError(f"--placeholder-priority-class {priority!r}: must be a PriorityClass name "
+                         "(lower-case letters, digits, '-' and '.', at most 253)")
+    return room.Settings(image=image.strip(), priority_class=priority)
 
 
 def _duration(option: str, text: str, least: int, most: int) -> int:
@@ -547,6 +577,7 @@ def _run(arguments: argparse.Namespace) -> int:
             verbose=arguments.verbose,
             pod_deletion_cost=arguments.pod_deletion_cost,
             prometheus_rules=arguments.prometheus_rules,
+            node_warmup=_node_warmup(arguments),
             residency=residency.Config(
                 region_label=_region_label(arguments.region_label),
                 default_regions=residency_rules.parse_regions(arguments.default_allowed_regions),

@@ -188,6 +188,12 @@ def describe(resource: Mapping[str, Any], now: dt.datetime) -> str:
     lines += _objectives(status, spec)
     if status.capacity is not None:
         lines += ["", "Capacity:", *_capacity(status.capacity, now)]
+    if status.reservation is not None:
+        held = status.reservation
+        where = (f"placeholder Deployment {held.placeholders}" if held.applied and held.placeholders
+                 else "not applied")
+        lines += ["", "Node room:", f"  Held:          {held.replicas} replicas' worth ({where}); {held.needed} needed "
+                  f"within {held.reach_seconds // 60}m", f"  Why:           {held.message or '-'}"]
     lines += ["", "Conditions:", *_conditions(status.conditions, now)]
     lines += ["", "Changed by healthscale (put back on deletion, in Preview, or when targetRef moves):",
               *_originals(status)]

@@ -155,6 +155,32 @@ class RuleObjects(Protocol):
 
 
 @dataclasses.dataclass(frozen=True)
+class Room:
+    """The placeholder Deployment as the API server answered a write."""
+
+    ready_replicas: int
+    failure: str | None = None
+    """Why its pods cannot be created (the Deployment's ReplicaFailure condition), if they cannot."""
+
+
+class Placeholders(Protocol):
+    """healthscale's placeholder Deployments (node room, ``service.room``). Raises ``NotFound`` or
+    ``ApiError`` only."""
+
+    def pod_spec(self, namespace: str, kind: str, name: str) -> dict[str, Any]:
+        """The target workload's pod template spec (camelCase)."""
+        ...
+
+    def apply(self, namespace: str, body: dict[str, Any]) -> Room:
+        """Create or update the Deployment ``body`` (healthscale's fields)."""
+        ...
+
+    def delete(self, namespace: str, name: str) -> None:
+        """Delete the Deployment of that name; one that is not there is no error."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
 class Template:
     """The parts of a workload's pod template that residency reads."""
 

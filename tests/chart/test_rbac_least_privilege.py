@@ -15,10 +15,12 @@ What the operator needs is derived from its code, not copied from the chart:
 
 Then the chart is rendered for each RBAC shape (cluster-wide or namespaced, with or without
 peering and discovery) and for every combination of the features that need rights of their own
-(residency on or off, the webhook on or off, pod-deletion-cost on or off), and the effective grants of the ServiceAccount (its bindings' roles,
-expanded to single (scope, apiGroup, resource, verb, resourceName) tuples) are compared with the
-expected set. The integration test (tests/integration/test_chart_install.py) then runs the real
-operator with the chart's ServiceAccount token to show that the set suffices.
+(residency on or off, the webhook on or off, pod-deletion-cost on or off; PrometheusRules and node
+warm-up on their own, and node warm-up with residency, since both patch Deployments), and the
+effective grants of the ServiceAccount (its bindings' roles, expanded to single (scope, apiGroup,
+resource, verb, resourceName) tuples) are compared with the expected set. The integration test
+(tests/integration/test_chart_install.py) then runs the real operator with the chart's
+ServiceAccount token to show that the set suffices.
 """
 
 from __future__ import annotations
@@ -67,8 +69,8 @@ class Need:
     when: str | None = None
     """The chart features that turn the code path on; None: always. Alternatives joined by " or ",
     features that must all be on by "+": "residency or deletion-cost", "residency+evict". Features:
-    residency, webhook, evict, deletion-cost, prometheus-rules, peering, clusterwide, namespaced (and
-    namespace-observation, which Kopf's own rules cover, see KOPF_NAMESPACE_OBSERVATION)."""
+    residency, webhook, evict, deletion-cost, prometheus-rules, node-warmup, peering, clusterwide,
+    namespaced (and namespace-observation, which Kopf's own rules cover, see KOPF_NAMESPACE_OBSERVATION)."""
     name: str = "*"
     """The one object it applies to, when the call names a fixed object."""
     api: str | None = None
@@ -137,7 +139,12 @@ CLIENT_CALLS: dict[str, Need | tuple[Need, ...]] = {
                        Need(("", "namespaces", "watch"), where="cluster", when="webhook")),
     # adapters/placement.py, the residency cycle: the pod template's required node affinity, where
     # the pods run, and (residency.evict) evictions; adapters/audit.py: node labels.
-    "patch_namespaced_deployment": Need(("apps", "deployments", "patch"), when="residency"),
+    # ... and (nodeWarmup.enabled) service/room.py via adapters/kube.py Placeholders: a placeholder
+    # Deployment per ClinicalSLO, server-side applied, created when missing, deleted when it is to
+    # hold no room.
+    "patch_namespaced_deployment": Need(("apps", "deployments", "patch"), when="residency or node-warmup"),
+    "create_namespaced_deployment": Need(("apps", "deployments", "create"), when="node-warmup"),
+    "delete_namespaced_deployment": Need(("apps", "deployments", "delete"), when="node-warmup"),
     "patch_namespaced_stateful_set": Need(("apps", "statefulsets", "patch"), when="residency"),
     "list_node": (Need(("", "nodes", "list"), where="cluster", when="residency or webhook"),
                   Need(("", "nodes", "watch"), where="cluster", when="webhook")),
@@ -327,7 +334,8 @@ class _RecordingClient(kubernetes.client.ApiClient):
 
 
 # Bodies the client validates before sending (the least it accepts).
-BODIES: dict[str, dict[str, Any]] = {"create_namespaced_event": {"metadata": {}, "involvedObject": {}}}
+BODIES: dict[str, dict[str, Any]] = {"create_namespaced_event": {"metadata": {}, "involvedObject": {}},
+                                     "create_namespaced_deployment": {"spec": {"selector": {}, "template": {}}}}
 
 
 def request_of(api_class: type, method: str, rule: Rule = ("", "", "")) -> tuple[str, str]:
@@ -385,6 +393,7 @@ URL = "prometheus.url=http://prometheus:9090"
 TWO_NAMESPACES = "watchNamespaces={ehr,telehealth}"
 # name -> (--set values, watched namespaces, peering?, chart features, cluster discovery?)
 RESIDENCY, DELETION_COST = "residency.enabled=true", "podDeletionCost.enabled=true"
+NODE_WARMUP = "nodeWarmup.enabled=true"
 SHAPES: dict[str, tuple[list[str], list[str], bool, set[str], bool]] = {
     "cluster-wide": ([], [], False, set(), True),
     "cluster-wide with peering": (["replicaCount=2"], [], True, set(), True),
@@ -406,6 +415,13 @@ SHAPES: dict[str, tuple[list[str], list[str], bool, set[str], bool]] = {
     "cluster-wide with PrometheusRules": (["prometheusRules.enabled=true"], [], False, {"prometheus-rules"}, True),
     "namespaced with PrometheusRules": ([TWO_NAMESPACES, "prometheusRules.enabled=true"], ["ehr", "telehealth"],
                                         False, {"prometheus-rules"}, True),
+    "cluster-wide with node warm-up": ([NODE_WARMUP], [], False, {"node-warmup"}, True),
+    "namespaced with node warm-up": ([TWO_NAMESPACES, NODE_WARMUP], ["ehr", "telehealth"], False, {"node-warmup"},
+                                     True),
+    # Both patch deployments: residency its targets' pod templates, node warm-up its placeholders.
+    "namespaced with node warm-up and residency, without the webhook": (
+        [TWO_NAMESPACES, NODE_WARMUP, RESIDENCY, "webhook.enabled=false"], ["ehr", "telehealth"], False,
+        {"node-warmup", "residency"}, True),
     "namespaced with eviction, without discovery": (
         ["watchNamespaces={ehr}", RESIDENCY, "residency.evict=true", "rbac.clusterDiscovery=false"], ["ehr"], False,
         {"residency", "evict"}, False),

@@ -41,6 +41,16 @@ SCHEMA_ERROR = "values don't meet the specifications of the schema"
                  id="a certificate source other than operator, secret or cert-manager is rejected"),
     pytest.param(["webhook.certificate.lifetime=90 days"], ["at '/webhook/certificate/lifetime'"],
                  id="a certificate lifetime is a duration like 90d"),
+    pytest.param(["nodeWarmup.priorityClass.value=0"],
+                 ["at '/nodeWarmup/priorityClass/value'", "maximum: got 0, want -1"],
+                 id="a placeholder priority of 0 is rejected: pods without a PriorityClass could not preempt them"),
+    pytest.param(["nodeWarmup.priorityClass.value=1000"], ["at '/nodeWarmup/priorityClass/value'", "want -1"],
+                 id="a positive placeholder priority is rejected"),
+    pytest.param(["nodeWarmup.priorityClass.name=Low"],
+                 ["at '/nodeWarmup/priorityClass/name'", "does not match pattern"],
+                 id="a placeholder PriorityClass name that is not a Kubernetes name is rejected"),
+    pytest.param(["nodeWarmup.image=pause 3.10"], ["at '/nodeWarmup/image'", "does not match pattern"],
+                 id="a placeholder image with a space is rejected"),
 ])
 def test_the_schema_rejects_bad_values_and_says_where(helm: Helm, settings: list[str], expected: list[str]) -> None:
     result = helm.template(set_values=[URL, *settings], check=False)

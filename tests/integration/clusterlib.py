@@ -6,11 +6,14 @@ chartlib. The `devcluster` and `api` fixtures live in conftest.py.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
+import os
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -122,6 +125,25 @@ def stop_process(process: subprocess.Popen[bytes], log: Path | None = None) -> N
         process.wait()
     if log is not None and process.returncode not in (0, -15):
         print(log.read_text()[-4000:])
+
+
+@contextlib.contextmanager
+def running_operator(devcluster: DevCluster, log: Path, namespaces: str, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``healthscale run`` against the dev cluster's API server and Prometheus, serving ``namespaces``
+    (a glob), its output in ``log``; stopped (its log's tail printed if it failed) on leaving."""
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "healthscale", "run", "--prometheus-url", devcluster.prometheus_url,
+             "--namespace", namespaces, "--metrics-port", "0", "--health-port", "0", *extra],
+            cwd=REPO_ROOT, stdout=output, stderr=subprocess.STDOUT,
+            env={**os.environ, "KUBECONFIG": str(devcluster.kubeconfig)})
+    try:
+        time.sleep(2)
+        if process.poll() is not None:
+            raise AssertionError(f"healthscale run exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+        yield process
+    finally:
+        stop_process(process, log)
 
 
 def active_surge_schedule(namespace: str, name: str, surge: str, floor: int) -> dict[str, Any]:

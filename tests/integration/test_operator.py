@@ -7,9 +7,6 @@ namespace. Demand is the dev cluster's backfilled ED-arrivals series (two weeks 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,35 +16,18 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s_client
 
-from clusterlib import (ED_DEMAND, GROUP, REPO_ROOT, VERSION, DevCluster, active_surge_schedule, deployment,
-                        release_and_delete, replicas, status_of, wait_until)
+from clusterlib import (ED_DEMAND, GROUP, VERSION, DevCluster, active_surge_schedule, deployment,
+                        release_and_delete, replicas, running_operator, status_of, wait_until)
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def operator(devcluster: DevCluster, api: k8s_client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The operator, started once the CRDs are installed (``api``)."""
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "healthscale", "run", "--prometheus-url", devcluster.prometheus_url,
-             "--namespace", "hs-it-*", "--metrics-port", "0", "--health-port", "0"],
-            cwd=REPO_ROOT, stdout=output, stderr=subprocess.STDOUT,
-            env={**os.environ, "KUBECONFIG": str(devcluster.kubeconfig)},
-        )
-    try:
-        time.sleep(2)
-        if process.poll() is not None:
-            pytest.fail(f"healthscale run exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+    with running_operator(devcluster, log, "hs-it-*"):
         yield log
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        if process.returncode not in (0, -15):
-            print(log.read_text()[-4000:])
 
 
 @pytest.fixture

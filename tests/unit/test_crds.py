@@ -439,6 +439,8 @@ RANGE = {"name": "flu", "start": "2026-12-01", "end": "2027-03-01", "multiplier"
 SCHEDULE_SPEC = {"timezone": "America/Chicago", "sloRefs": ["a"], "selector": {"matchLabels": {"g": "ed"}},
                  "surges": [ROUNDS]}
 
+WARM_UP_REACH_RULE = "nodeProvisioningSeconds + startupSeconds must be at most 86400 (a day)"
+
 CEL_CASES: list[tuple[str, str, Any, str | None]] = [
     # (kind, manifest path, object, rule it must break or None for a good object)
     ("ClinicalSLO", "spec.capacity", {"perReplica": 40, "minReplicas": 2, "maxReplicas": 60}, None),
@@ -448,6 +450,11 @@ CEL_CASES: list[tuple[str, str, Any, str | None]] = [
     ("ClinicalSLO", "spec.capacity", {"perReplica": 40, "minReplicas": 2, "maxReplicas": 1}, CAPACITY_RULE),
     ("ClinicalSLO", "spec.capacity", {"perReplica": 0.000001, "maxReplicas": 60}, None),
     ("ClinicalSLO", "spec.capacity", {"perReplica": 0.0000009, "maxReplicas": 60}, PER_REPLICA_RULE),
+    ("ClinicalSLO", "spec.capacity", {"perReplica": 40, "maxReplicas": 60, "nodeProvisioningSeconds": 3600}, None),
+    ("ClinicalSLO", "spec.capacity", {"perReplica": 40, "maxReplicas": 60, "nodeProvisioningSeconds": 3600,
+                                      "startupSeconds": 82800}, None),
+    ("ClinicalSLO", "spec.capacity", {"perReplica": 40, "maxReplicas": 60, "nodeProvisioningSeconds": 3600,
+                                      "startupSeconds": 82801}, WARM_UP_REACH_RULE),
     ("ClinicalSLO", "spec.indicators", {"demand": "d", "latencyHistogram": HISTOGRAM}, None),
     ("ClinicalSLO", "spec.indicators", {"demand": "d", "latencyHistogram": HISTOGRAM, "errors": "e", "total": "t"},
      None),
@@ -565,6 +572,9 @@ CEL_IDS = [
     "maxReplicas below minReplicas fails",
     "the smallest perReplica passes",
     "a perReplica so small that replicas could overflow fails",
+    "an hour of node provisioning with the default startup passes",
+    "node provisioning and startup adding up to a day pass",
+    "node provisioning and startup adding up to more than a day fail",
     "demand with a latency histogram passes",
     "errors with total passes",
     "errors without total fails",

@@ -186,3 +186,15 @@ def test_no_recommendation_is_an_outcome_with_its_reason_never_a_number() -> Non
     text = explain.describe(resource, NOW)
     assert "  Learned:       none (NotObserved): not observed: at least 35 per replica\n" in text
     assert "  perReplica:    30 (Declared)\n" in text
+
+
+def test_the_node_room_held_ahead_of_need_is_shown_with_its_reason() -> None:
+    resource = copy.deepcopy(RESOURCE)
+    resource["status"]["reservation"] = {
+        "replicas": 5, "needed": 6, "reachSeconds": 1260, "placeholders": "ed-triage-chart-room", "applied": True,
+        "message": "room reserved for 5 more replicas: 6 needed within 21m (schedule: flu-clinic floor 6), 1 asked for now"}
+    text = explain.describe(resource, NOW)
+    assert ("Node room:\n  Held:          5 replicas' worth (placeholder Deployment ed-triage-chart-room); 6 needed "
+            "within 21m\n  Why:           room reserved for 5 more replicas") in text
+    resource["status"]["reservation"]["applied"] = False
+    assert "5 replicas' worth (not applied)" in explain.describe(resource, NOW)

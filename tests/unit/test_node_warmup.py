@@ -82,6 +82,21 @@ def test_the_longer_plan_ignores_the_guards_of_this_cycle() -> None:
     assert (reservation.asked, reservation.needed, reservation.replicas) == (12, 2, 0)
 
 
+def held(given: planning.Inputs, room: int) -> warmup.Reservation:
+    decision, _ = planning.plan(WARM, given)
+    return warmup.reserve(WARM, given, decision, held=room)
+
+
+def test_without_a_forecast_the_room_held_is_kept_not_given_up() -> None:
+    reservation = held(inputs(current_demand=20.0, forecast=NO_FORECAST), 6)
+    assert reservation.replicas == 6
+    assert "room for 6 held: the newest demand sample is 7h old" in reservation.explanation()
+
+
+def test_with_a_forecast_room_no_longer_needed_is_given_up() -> None:
+    assert held(inputs(current_demand=20.0, forecast=flat_forecast(20.0, 22.0)), 6).replicas == 0
+
+
 levels = strategies.lists(strategies.floats(min_value=0, max_value=400), min_size=1, max_size=12)
 
 

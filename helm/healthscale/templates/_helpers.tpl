@@ -104,6 +104,11 @@ release, healthscale-residency for a release called healthscale.
 {{- printf "%s-webhook" (include "healthscale.fullname" .) }}
 {{- end }}
 
+{{/* The placeholder pods' PriorityClass (nodeWarmup): <fullname>-placeholder unless named. */}}
+{{- define "healthscale.nodeWarmup.priorityClassName" -}}
+{{- default (printf "%s-placeholder" (include "healthscale.fullname" .)) .Values.nodeWarmup.priorityClass.name }}
+{{- end }}
+
 {{/* Paths inside the container for mounted secrets (the root filesystem is read-only). */}}
 {{- define "healthscale.prometheusTokenPath" -}}/var/run/secrets/healthscale/prometheus-token/{{ .Values.prometheus.auth.bearerTokenSecret.key }}{{- end }}
 {{- define "healthscale.prometheusCAPath" -}}/var/run/secrets/healthscale/prometheus-ca/{{ .Values.prometheus.auth.caSecret.key }}{{- end }}

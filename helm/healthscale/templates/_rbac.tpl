@@ -48,6 +48,15 @@ framework). tests/chart/test_rbac_least_privilege.py derives the same set from t
   resources: [prometheusrules]
   verbs: [create, patch, delete]
 {{- end }}
+{{- if .Values.nodeWarmup.enabled }}
+# The operator (nodeWarmup.enabled): keep one placeholder Deployment per ClinicalSLO, in its
+# namespace (server-side apply, created when missing), and delete it once it is to hold no room
+# (Preview, nodeProvisioningSeconds removed, the ClinicalSLO deleted). Residency's rule above may
+# grant patch as well: each feature lists all it needs.
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [create, patch, delete]
+{{- end }}
 {{- if and $residency .Values.residency.evict }}
 # The operator (residency.evict): evict pods running outside their allowed regions. The Eviction
 # API honours PodDisruptionBudgets.

@@ -530,6 +530,54 @@ class PrometheusRules:
                            RULES_GROUP, RULES_VERSION, namespace, RULES_PLURAL, name)
 
 
-def _implements_the_ports(workloads: Workloads, records: ClinicalSLOs,
-                          rules: PrometheusRules) -> tuple[ports.Workloads, ports.Records, ports.RuleObjects]:
-    return workloads, records, rules  # never called: mypy checks here that the adapters fit the ports
+class Placeholders:
+    """``ports.Placeholders``: healthscale's placeholder Deployments, written by server-side apply as
+    field manager healthscale (created when not there), and the target's pod template they copy."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient | None = None,
+                 timeout: tuple[float, float] = TIMEOUT) -> None:
+        self._api = Api(api_client, timeout)
+        self._apps = kubernetes.client.AppsV1Api(self._api.client)
+
+    def close(self) -> None:
+        self._api.client.close()  # type: ignore[no-untyped-call]
+
+    def pod_spec(self, namespace: str, kind: str, name: str) -> dict[str, Any]:
+        doing = f"read the pod template of {kind} {namespace}/{name}"
+        if kind == "Deployment":
+            workload = self._api.json(doing, self._apps.read_namespaced_deployment, name, namespace)
+        elif kind == "StatefulSet":
+            workload = self._api.json(doing, self._apps.read_namespaced_stateful_set, name, namespace)
+        else:
+            raise _refuse(doing, f"healthscale copies the pod template of Deployments and StatefulSets, not {kind}")
+        with errors(doing):
+            template = _spec(workload).get("template") or {}
+            return dict(template.get("spec") or {})
+
+    def apply(self, namespace: str, body: dict[str, Any]) -> ports.Room:
+        name = str(body["metadata"]["name"])
+        try:
+            answer = self._api.json(f"apply placeholder Deployment {namespace}/{name}",
+                                    self._apps.patch_namespaced_deployment, name, namespace, body,
+                                    field_manager=FIELD_MANAGER, force=True, _content_type=APPLY_PATCH)
+        except ports.NotFound:  # not there yet (creating by apply would need the create right as well as patch)
+            answer = self._api.json(f"create placeholder Deployment {namespace}/{name}",
+                                    self._apps.create_namespaced_deployment, namespace, body,
+                                    field_manager=FIELD_MANAGER)
+        with errors(f"read placeholder Deployment {namespace}/{name}"):
+            status = answer.get("status") or {}
+            failure = next((str(item.get("message") or item.get("reason") or "ReplicaFailure")
+                            for item in status.get("conditions") or []
+                            if item.get("type") == "ReplicaFailure" and item.get("status") == "True"), None)
+            return ports.Room(int(status.get("readyReplicas") or 0), failure)
+
+    def delete(self, namespace: str, name: str) -> None:
+        with contextlib.suppress(ports.NotFound):  # already gone is what was asked
+            self._api.json(f"delete placeholder Deployment {namespace}/{name}",
+                           self._apps.delete_namespaced_deployment, name, namespace)
+
+
+def _implements_the_ports(workloads: Workloads, records: ClinicalSLOs, rules: PrometheusRules,
+                          room: Placeholders) -> tuple[ports.Workloads, ports.Records, ports.RuleObjects,
+                                                       ports.Placeholders]:
+    return workloads, records, rules, room  # never called: mypy checks here that the adapters fit the ports

@@ -28,6 +28,10 @@ LABEL_VALUE = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 OBJECT_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 """RFC 1123 subdomain: what Kubernetes accepts as an object name."""
 MIN_PER_REPLICA = 0.000001
+MAX_NODE_PROVISIONING_SECONDS = 3600
+"""Node provisioning beyond an hour is a capacity-planning problem, not one a reservation solves."""
+MAX_WARM_UP_REACH_SECONDS = 86400
+"""nodeProvisioningSeconds + startupSeconds: the warm-up plans at most a day ahead."""
 MAX_HISTORY_POINTS = 100_000
 """Most steps one demand history read may span (forecast.history / forecast.step): 14d at 1m is 20,160."""
 
@@ -238,9 +242,18 @@ class Capacity(common.Model):
     objective stops being met, learned daily from its history (status.capacity), used within
     [0.5x, 2x] of perReplica and never above perReplica during a surge. Learned needs
     objectives.latency and its indicator (latencyHistogram, or latencyGood with total)."""
+    node_provisioning_seconds: int = pydantic.Field(default=0, ge=0, le=MAX_NODE_PROVISIONING_SECONDS)
+    """Seconds the cluster takes to add a node (Karpenter, cluster-autoscaler), 0 to 3600; 0 (the
+    default) turns node warm-up off. When set, healthscale reserves room ahead of need: placeholder
+    pods shaped like the target's, at negative priority so real replicas preempt them at once, for
+    the replicas the plan needs within nodeProvisioningSeconds + startupSeconds + one cycle beyond
+    what it asks for now (status.reservation)."""
 
     crd_validations: ClassVar[list[dict[str, str]]] = [
         {"rule": "self.minReplicas <= self.maxReplicas", "message": "minReplicas must be <= maxReplicas"},
+        {"rule": f"!has(self.nodeProvisioningSeconds) || !has(self.startupSeconds) || "
+                 f"self.nodeProvisioningSeconds + self.startupSeconds <= {MAX_WARM_UP_REACH_SECONDS}",
+         "message": f"nodeProvisioningSeconds + startupSeconds must be at most {MAX_WARM_UP_REACH_SECONDS} (a day)"},
         {"rule": f"self.perReplica >= {MIN_PER_REPLICA:f}", "message": f"perReplica must be at least {MIN_PER_REPLICA:f}"},
     ]
 
@@ -253,6 +266,10 @@ class Capacity(common.Model):
         if self.per_replica < MIN_PER_REPLICA:
             # Below it, demand / perReplica can overflow to infinity replicas.
             raise ValueError(f"perReplica must be at least {MIN_PER_REPLICA:f} (perReplica={self.per_replica:g})")
+        if self.node_provisioning_seconds + self.startup_seconds > MAX_WARM_UP_REACH_SECONDS:
+            raise ValueError(f"nodeProvisioningSeconds + startupSeconds must be at most {MAX_WARM_UP_REACH_SECONDS} "
+                             f"(a day) (nodeProvisioningSeconds={self.node_provisioning_seconds}, "
+                             f"startupSeconds={self.startup_seconds})")
         return self
 
 
@@ -504,6 +521,23 @@ class ObjectivesStatus(common.Model):
     """From indicators.latencyHistogram or latencyGood, against objectives.latency.percentile."""
 
 
+class ReservationStatus(common.Model):
+    """Node room held ahead of need (capacity.nodeProvisioningSeconds): how much, for what, and where."""
+
+    replicas: int = pydantic.Field(ge=0)
+    """Placeholder replicas asked for (in Preview: that would be asked for)."""
+    needed: int = pydantic.Field(ge=0)
+    """The most replicas the plan needs within reachSeconds."""
+    reach_seconds: int = pydantic.Field(ge=0)
+    """How far ahead the warm-up plans: nodeProvisioningSeconds + startupSeconds + one cycle."""
+    message: str = pydantic.Field(default="", max_length=2048)
+    """The reservation in one sentence, with its numbers."""
+    placeholders: str | None = pydantic.Field(default=None, max_length=253)
+    """The placeholder Deployment healthscale owns for this ClinicalSLO (unset in Preview)."""
+    applied: bool = False
+    """Whether the placeholders were written this cycle (false in Preview, or when the write failed)."""
+
+
 class CapacityStatus(common.Model):
     """perReplica learned from the latency objective's history (at most daily), and the perReplica
     the planner used this cycle. No recommendation is an outcome with its reason, never 0."""
@@ -592,6 +626,8 @@ class ClinicalSLOStatus(common.Model):
     """Recommendations within the stabilisation window, so that a restarted operator does not dip."""
     capacity: CapacityStatus | None = None
     """perReplica learned daily from the latency objective, and the one planned with (with a latency objective)."""
+    reservation: ReservationStatus | None = None
+    """Node room reserved ahead of need, with capacity.nodeProvisioningSeconds set."""
 
 
 _STATUS_LISTS = ("conditions", "originals", "recommendations")

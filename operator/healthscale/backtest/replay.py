@@ -33,9 +33,9 @@ FORECASTING = (policies.Engine, policies.PredictiveHPA)
 NO_WARM_UP = f"{ENGINE}, no node warm-up"
 
 
-def forecasting_runs(with_references: bool, node_provisioning_seconds: int) -> int:
+def forecasting_runs(with_references: bool, policy: planning.Policy) -> int:
     """How many of a replay's runs forecast (each reports progress once per interval)."""
-    return 1 + (node_provisioning_seconds > 0) + with_references
+    return 1 + (policy.node_provisioning_seconds > 0) + with_references
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -103,10 +103,12 @@ class Result:
 
 
 def engine_policy(slo: clinicalslo.ClinicalSLOSpec, step: int,
-                  node_provisioning_seconds: int = 0) -> tuple[planning.Policy, base.Settings]:
-    """The planner and forecaster settings for a replay at the trace's own step."""
-    policy = dataclasses.replace(planning.Policy.of(slo), cycle_seconds=step,
-                                 node_provisioning_seconds=node_provisioning_seconds)
+                  node_provisioning_seconds: int | None = None) -> tuple[planning.Policy, base.Settings]:
+    """The planner and forecaster settings for a replay at the trace's own step (and, when given,
+    another node provisioning time than the spec's)."""
+    policy = dataclasses.replace(planning.Policy.of(slo), cycle_seconds=step)
+    if node_provisioning_seconds is not None:
+        policy = dataclasses.replace(policy, node_provisioning_seconds=node_provisioning_seconds)
     # The trace's timestamps are its local wall clock, read as UTC throughout the replay.
     settings = dataclasses.replace(planning.forecast_settings(slo, policy), timezone="UTC")
     return policy, settings
@@ -119,11 +121,11 @@ def replay(
     warmup_days: float,
     progress: Callable[[int], None] | None = None,
     with_references: bool = True,
-    node_provisioning_seconds: int = 0,
+    node_provisioning_seconds: int | None = None,
 ) -> Result:
     """Replay ``trace`` through healthscale and, unless told not to, the reference policies.
 
-    With ``node_provisioning_seconds``, a replica beyond the nodes' room waits that long for a node
+    With ``node_provisioning_seconds`` (default: the spec's ``capacity.nodeProvisioningSeconds``), a replica beyond the nodes' room waits that long for a node
     (every policy alike), healthscale reserves room ahead of need (``domain.warmup``), and it is
     replayed a second time without the reservation (``NO_WARM_UP``) to show what warm-up changes.
     """

@@ -87,6 +87,7 @@ class Policy:
             stabilization_seconds=spec.scale_down.stabilization_seconds,
             max_step_fraction=spec.scale_down.max_step_percent / 100.0,
             cycle_seconds=int(spec.forecast.step.total_seconds()),
+            node_provisioning_seconds=spec.capacity.node_provisioning_seconds,
         )
 
     @property

@@ -41,26 +41,28 @@ class Reservation:
         return f"room reserved for {self.replicas} more replicas: {within}"
 
 
-MAX_NODE_PROVISIONING_SECONDS = 3600
-"""Node provisioning beyond an hour is a capacity-planning problem, not one a reservation solves."""
 OFF = "no room reserved: nodeProvisioningSeconds is 0"
 
 
-def reserve(policy: planning.Policy, inputs: planning.Inputs, decision: planning.Decision) -> Reservation:
+def reserve(policy: planning.Policy, inputs: planning.Inputs, decision: planning.Decision,
+            held: int = 0) -> Reservation:
     """The room to hold at ``inputs.now`` beyond ``decision``'s replicas.
 
     ``inputs`` must carry the forecast and the surges for ``policy.reach`` (not only the lookahead).
-    The longer plan starts from a fresh memory: only its proposals matter, never its guards.
+    The longer plan starts from a fresh memory: only its proposals matter, never its guards. ``held``
+    is the room held now: without a forecast, or on stale data, it is not given up (as the planner
+    holds replicas), because what the longer plan cannot see is no evidence that the need has passed.
     """
     if policy.node_provisioning_seconds <= 0:
         return Reservation(0, decision.desired_replicas, decision.desired_replicas, 0, OFF)
     longer = dataclasses.replace(policy, startup_seconds=policy.startup_seconds + policy.node_provisioning_seconds)
     later, _ = planning.plan(longer, inputs)
     needed = later.recommended
-    return Reservation(
-        replicas=max(0, needed - decision.desired_replicas),
-        needed=needed,
-        asked=decision.desired_replicas,
-        reach_seconds=longer.lookahead,
-        detail=f"{later.reason}: {later.winner.detail}",
-    )
+    replicas = max(0, needed - decision.desired_replicas)
+    detail = f"{later.reason}: {later.winner.detail}"
+    unsure = later.no_forecast or inputs.stale
+    if unsure is not None and held > replicas:
+        replicas = held
+        detail += f"; room for {held} held: {unsure.reason}"
+    return Reservation(replicas=replicas, needed=needed, asked=decision.desired_replicas,
+                       reach_seconds=longer.lookahead, detail=detail)

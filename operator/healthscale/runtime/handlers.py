@@ -24,7 +24,7 @@ from healthscale.adapters import kube, prometheus
 from healthscale.api import clinicalslo, manifests, surgeschedule
 from healthscale.service import events
 from healthscale.runtime import metrics, residency
-from healthscale.service import cycle, rule_sync
+from healthscale.service import cycle, room, rule_sync
 
 GROUP, VERSION = "healthscale.io", "v1alpha1"
 TICK_SECONDS = 20.0
@@ -47,6 +47,9 @@ class Runtime:
     dry_run: bool = False
     rules: rule_sync.Port | None = None
     """PrometheusRules per ClinicalSLO (``rule_sync``) when the cluster serves them; None: off."""
+    placeholders: room.Port | None = None
+    """Placeholder Deployments holding node room (``service.room``); None: off (--no-node-warmup)."""
+    placeholder_settings: room.Settings = room.Settings()
     memories: dict[tuple[str, str], cycle.Memory] = dataclasses.field(default_factory=dict)
     due: set[tuple[str, str]] = dataclasses.field(default_factory=set)
 
@@ -218,9 +221,18 @@ def tick(body: kopf.Body, status: kopf.Status, namespace: str | None, name: str,
             kept = tuple(item for item in status_.conditions if item.type != rule_sync.CONDITION)
             status_ = status_.model_copy(update={"conditions": (*kept, synced.condition)})
         rule_events = synced.events
+    room_events: tuple[events.Event, ...] = ()
+    if result.decision is not None:  # a cycle that planned (a failed one keeps the room it had)
+        not_applied = ("Preview" if slo.spec.mode == clinicalslo.Mode.PREVIEW
+                       else "dry run" if runtime.dry_run else None)
+        held = room.sync(runtime.placeholders, runtime.placeholder_settings, slo, result.reservation, previous.reservation,
+                         residency.regions(memo, slo), not_applied)
+        status_ = status_.model_copy(update={"reservation": held.status})
+        room_events = held.events
+        metrics.record_reservation(slo.metadata.namespace, name, held)
     write_status(patch, status_)
     _refresh_schedules(runtime, schedules, now, logger)
-    for event in (*result.events, *rule_events):
+    for event in (*result.events, *rule_events, *room_events):
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     metrics.record(slo.metadata.namespace, name, result)
     outcome = next((item for item in result.status.conditions if item.type == "Ready"), None)
@@ -258,7 +270,7 @@ def deleted(body: kopf.Body, status: kopf.Status, namespace: str | None, name: s
     runtime.memories.pop((namespace or "", name), None)
     metrics.forget(namespace or "", name)
     released = cycle.release(runtime.ports.workloads, namespace or "default", previous_status(status))
-    for event in released.events:
+    for event in (*room.release(runtime.placeholders, namespace or "default", previous_status(status)), *released.events):
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
         logger.info("%s", event.message)
     if not released.unrestored:
@@ -304,9 +316,11 @@ def schedule_changed(body: kopf.Body, namespace: str | None, memo: Any, patch: k
 
 
 def make_runtime(prometheus_url: str, auth: prometheus.Auth, dry_run: bool, deletion_cost: bool = True,
-                 prometheus_rules: bool = True) -> Runtime:
+                 prometheus_rules: bool = True, node_warmup: room.Settings | None = room.Settings()) -> Runtime:
     kube.load_config()
     workloads = kube.Workloads()
     return Runtime(cycle.Ports(prometheus.Client(prometheus_url, auth), workloads, kube.ClinicalSLOs(),
                                deletion_cost=deletion_cost), workloads, dry_run=dry_run,
-                   rules=kube.PrometheusRules() if prometheus_rules else None)
+                   rules=kube.PrometheusRules() if prometheus_rules else None,
+                   placeholders=kube.Placeholders() if node_warmup is not None else None,
+                   placeholder_settings=node_warmup or room.Settings())

@@ -17,7 +17,7 @@ import prometheus_client
 
 from healthscale.api import clinicalslo
 from healthscale.domain import slo
-from healthscale.service import audit, cycle
+from healthscale.service import audit, cycle, room
 from healthscale.service import residency
 
 _LABELS = ("namespace", "clinicalslo")
@@ -53,6 +53,10 @@ RECOMMENDED_PER_REPLICA = prometheus_client.Gauge(
     "healthscale_recommended_per_replica",
     "perReplica learned from the latency objective's history (status.capacity.recommendedPerReplica); "
     "no series while there is no recommendation", _LABELS)
+RESERVED = prometheus_client.Gauge(
+    "healthscale_reserved_replicas",
+    "Replicas' worth of node room held by placeholder pods ahead of need (status.reservation); no series "
+    "while capacity.nodeProvisioningSeconds is 0", _LABELS)
 CYCLE_ERRORS = prometheus_client.Counter(
     "healthscale_cycle_errors", "Cycles that failed, by cause", (*_LABELS, "cause"))
 SCALE_ACTIONS = prometheus_client.Counter(
@@ -108,6 +112,13 @@ def record(namespace: str, name: str, result: cycle.Result) -> None:
         RECOMMENDED_PER_REPLICA.remove(namespace, name)  # "no recommendation" is no series, never 0
     if result.scaled:
         SCALE_ACTIONS.labels(namespace, name).inc()
+
+
+def record_reservation(namespace: str, name: str, outcome: room.Outcome) -> None:
+    if outcome.status is not None:
+        RESERVED.labels(namespace, name).set(outcome.reserved)
+    elif (namespace, name) in _series(RESERVED, namespace, name):
+        RESERVED.remove(namespace, name)  # warm-up off: no series, not 0
 
 
 def _record_objectives(namespace: str, name: str, objectives: clinicalslo.ObjectivesStatus | None) -> None:

@@ -16,6 +16,7 @@ import prometheus_client
 from healthscale.adapters import prometheus
 from healthscale.runtime import audit, handlers, residency, sweeper  # sweeper: registers its start-up handler
 from healthscale.runtime import webhook
+from healthscale.service import room
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +37,8 @@ class Options:
     webhook: webhook.Config = webhook.Config()
     pod_deletion_cost: bool = True
     prometheus_rules: bool = True
+    node_warmup: room.Settings | None = room.Settings()
+    """How placeholder pods are made; None: --no-node-warmup."""
 
 
 def _tune_malloc() -> None:
@@ -85,6 +88,7 @@ def run(options: Options) -> int:
         options.dry_run,
         options.pod_deletion_cost,
         options.prometheus_rules,
+        options.node_warmup,
     )
     residency_runtime = residency.make_runtime(options.residency)
     # Admission in its own thread, before Kopf: every replica serves it, whatever peering decides.

@@ -76,6 +76,14 @@ def run_cycle(memo: Any, slo: clinicalslo.ClinicalSLO, schedules: list[surgesche
     return result
 
 
+def regions(memo: Any, slo: clinicalslo.ClinicalSLO) -> rules.Policy | None:
+    """The ClinicalSLO's own regions on this operator's region label (placeholders require them on
+    top of the target's node affinity, which carries the namespace's bounds)."""
+    runtime = memo.get("residency")
+    label = runtime.config.region_label if isinstance(runtime, Runtime) else rules.DEFAULT_REGION_LABEL
+    return rules.Policy.of(slo.spec, label)
+
+
 def make_runtime(config: Config) -> Runtime:
     """After ``kube.load_config()``: the residency runtime."""
     return Runtime(config, placement.Placement())

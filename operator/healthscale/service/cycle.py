@@ -35,7 +35,7 @@ import numpy as np
 
 from healthscale import ports
 from healthscale.api import clinicalslo, common, durations, surgeschedule
-from healthscale.domain import calendar, history, planning, series, slo
+from healthscale.domain import calendar, history, planning, series, slo, warmup
 from healthscale.domain.forecast import base, choice
 from healthscale.service import events as events_
 from healthscale.service import history as history_reader
@@ -101,6 +101,8 @@ class Result:
     scaled: bool
     retry_after: float | None = None
     """Set when a write failed in a way worth retrying before the next step."""
+    reservation: warmup.Reservation | None = None
+    """Node room to hold ahead of need (``service.room`` applies it); None: warm-up is off, or no plan."""
 
 
 def surge_windows(schedules: Sequence[surgeschedule.SurgeSchedule], now: int,
@@ -635,7 +637,7 @@ def run(resource: clinicalslo.ClinicalSLO, schedules: Sequence[surgeschedule.Sur
     events: list[Event] = []
 
     # 1. floors: from the spec and the calendar alone.
-    windows, schedule_problems = surge_windows(schedules, now, policy.lookahead)
+    windows, schedule_problems = surge_windows(schedules, now, policy.reach)
     events += [Event("Warning", "InvalidSurgeSchedule", problem) for problem in schedule_problems]
     floor = planning.floor(policy, windows, now)
 
@@ -679,13 +681,18 @@ def run(resource: clinicalslo.ClinicalSLO, schedules: Sequence[surgeschedule.Sur
 
     # 6. plan
     _recommendations(memory, previous)
-    decision, memory.planner = planning.plan(policy, planning.Inputs(
+    inputs = planning.Inputs(
         now=now, current_replicas=key.current, current_demand=observation.current_demand,
         forecast=observation.outcome, surges=windows,
         fast_burns=tuple(planning.Burn(item.objective, item.report.summary().removeprefix("burning: "))
                          for item in observation.objectives.values() if item.report and item.report.fast_burn),
         demand_anomaly=observation.anomaly, stale=observation.stale, ready_replicas=target.ready_replicas,
-    ), memory.planner)
+    )
+    decision, memory.planner = planning.plan(policy, inputs, memory.planner)
+    reservation = None
+    if policy.node_provisioning_seconds > 0:
+        reservation = warmup.reserve(policy, inputs, decision,
+                                     previous.reservation.replicas if previous.reservation is not None else 0)
     if spec.capacity.per_replica_from == clinicalslo.PerReplicaFrom.LEARNED and capacity_status is not None \
             and capacity_status.reason:
         decision = dataclasses.replace(decision, notes=(*decision.notes, capacity_status.reason))
@@ -753,9 +760,10 @@ def run(resource: clinicalslo.ClinicalSLO, schedules: Sequence[surgeschedule.Sur
         recommendations=tuple(clinicalslo.Recommendation(time=events_.timestamp(time), replicas=replicas)
                               for time, replicas in memory.planner.proposals),
         capacity=capacity_status,
+        reservation=previous.reservation,  # service.room writes this cycle's
     )
     memory.last_cycle = now
-    return Result(status, tuple(events), decision, writer.scaled, retry_after)
+    return Result(status, tuple(events), decision, writer.scaled, retry_after, reservation)
 
 
 # ------------------------------------------------------------------------------ deletion
