@@ -450,7 +450,7 @@ def _release(arguments: argparse.Namespace) -> int:
             raise ValueError(f"--stop-operator {arguments.stop_operator!r} must be NAMESPACE/DEPLOYMENT")
         stop = (namespace, name)
     _load_cluster_config()
-    slos, workloads = kube.ClinicalSLOs(), kube.Workloads()
+    slos, workloads, placeholders = kube.ClinicalSLOs(), kube.Workloads(), kube.Placeholders()
     left = False
     try:
         if stop is not None:
@@ -470,7 +470,8 @@ def _release(arguments: argparse.Namespace) -> int:
             print(f"error: could not list ClinicalSLOs: {error}", file=sys.stderr)
             return EXIT_LEFT
         for item in items:
-            outcome = release.plan(item) if arguments.dry_run else release.release_one(workloads, slos, item)
+            outcome = (release.plan(item) if arguments.dry_run
+                       else release.release_one(workloads, slos, item, placeholders=placeholders))
             print(outcome.line(), flush=True)
             left = left or (not arguments.dry_run and not outcome.ok)
         print(f"{len(items)} ClinicalSLO(s){' (dry run)' if arguments.dry_run else ''}"
@@ -478,6 +479,7 @@ def _release(arguments: argparse.Namespace) -> int:
     finally:
         slos.close()
         workloads.close()
+        placeholders.close()
     return EXIT_LEFT if left and not arguments.exit_zero else 0
 
 

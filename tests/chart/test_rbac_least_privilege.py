@@ -481,7 +481,9 @@ def test_the_test_notices_a_call_without_a_rule(tmp_path: Path) -> None:
 # The pre-delete hook (templates/release-hook.yaml) runs `healthscale release` as its own
 # ServiceAccount. What it needs is taken from the command itself: it runs in-process against a fake
 # API server that answers every request, and each request's (scope, apiGroup, resource, verb,
-# resourceName) is recorded. The chart must grant the hook's account exactly those.
+# resourceName) is recorded. The chart must grant the hook's account exactly those. With node warm-up
+# on, the ClinicalSLOs it answers with record a placeholder Deployment (status.reservation), which
+# the command deletes; with it off, no operator of this release made one.
 
 RELEASE_NAMESPACE = "healthscale-system"
 HOOK_ACCOUNT = "hs-healthscale-release"
@@ -498,16 +500,22 @@ class _Answer:
         self.response = self
 
 
-def _slo(namespace: str) -> dict[str, Any]:
-    """A ClinicalSLO that raised a Deployment, a StatefulSet and an HPA: every restore path."""
+def _slo(namespace: str, features: set[str]) -> dict[str, Any]:
+    """A ClinicalSLO that raised a Deployment, a StatefulSet and an HPA: every restore path; and,
+    with node warm-up on, that holds node room in a placeholder Deployment."""
     originals = [{"kind": "Deployment", "name": "ehr-api", "uid": "u1", "field": "replicas", "value": 2},
                  {"kind": "StatefulSet", "name": "ehr-db", "uid": "u2", "field": "replicas", "value": 3},
                  {"kind": "HorizontalPodAutoscaler", "name": "ehr-web", "uid": "u3", "field": "minReplicas", "value": 2}]
+    status: dict[str, Any] = {"originals": originals}
+    if "node-warmup" in features:
+        status["reservation"] = {"replicas": 5, "needed": 6, "reachSeconds": 1260, "placeholders": "ed-triage-room",
+                                 "applied": True}
     return {"metadata": {"name": "ed-triage", "namespace": namespace, "uid": "u0",
-                         "finalizers": ["healthscale.io/restore-scale"]}, "status": {"originals": originals}}
+                         "finalizers": ["healthscale.io/restore-scale"]}, "status": status}
 
 
-def release_requests(monkeypatch: pytest.MonkeyPatch, namespaces: list[str], served: list[str]) -> set[Grant]:
+def release_requests(monkeypatch: pytest.MonkeyPatch, namespaces: list[str], served: list[str],
+                     features: set[str]) -> set[Grant]:
     from healthscale import cli
     from healthscale.adapters import kube
 
@@ -523,7 +531,7 @@ def release_requests(monkeypatch: pytest.MonkeyPatch, namespaces: list[str], ser
         if resource == "deployments/scale":
             return _Answer({"status": {"selector": "app.kubernetes.io/name=healthscale"}})
         if verb == "list" and resource == "clinicalslos":
-            return _Answer({"metadata": {}, "items": [_slo(namespace) for namespace in served
+            return _Answer({"metadata": {}, "items": [_slo(namespace, features) for namespace in served
                                                       if scope in ("*", namespace)]})
         return _Answer({"metadata": {}, "items": []})
 
@@ -549,9 +557,12 @@ def hook_expected(requests: set[Grant], clusterwide: bool) -> set[Grant]:
             for request in requests}
 
 
-HOOK_SHAPES: dict[str, tuple[list[str], list[str]]] = {
-    "cluster-wide": ([], []),
-    "namespaced": ([TWO_NAMESPACES], ["ehr", "telehealth"]),
+# name -> (--set values, watched namespaces, chart features)
+HOOK_SHAPES: dict[str, tuple[list[str], list[str], set[str]]] = {
+    "cluster-wide": ([], [], set()),
+    "namespaced": ([TWO_NAMESPACES], ["ehr", "telehealth"], set()),
+    "cluster-wide with node warm-up": ([NODE_WARMUP], [], {"node-warmup"}),
+    "namespaced with node warm-up": ([TWO_NAMESPACES, NODE_WARMUP], ["ehr", "telehealth"], {"node-warmup"}),
 }
 
 
@@ -559,8 +570,8 @@ HOOK_SHAPES: dict[str, tuple[list[str], list[str]]] = {
                                                                  "what `healthscale release` sends")
 def test_the_uninstall_hook_grants_exactly_what_the_release_command_uses(
         helm: Helm, monkeypatch: pytest.MonkeyPatch, shape: str) -> None:
-    settings, namespaces = HOOK_SHAPES[shape]
-    requests = release_requests(monkeypatch, namespaces, namespaces or ["ehr"])
+    settings, namespaces, features = HOOK_SHAPES[shape]
+    requests = release_requests(monkeypatch, namespaces, namespaces or ["ehr"], features)
     objects = helm.render(set_values=[URL, *settings], release="hs", namespace=RELEASE_NAMESPACE)
     expected = hook_expected(requests, clusterwide=not namespaces)
     actual = granted(objects, HOOK_ACCOUNT, RELEASE_NAMESPACE)
@@ -573,6 +584,8 @@ def test_the_uninstall_hook_grants_exactly_what_the_release_command_uses(
     assert {("apps", "deployments/scale", "patch"), ("apps", "statefulsets/scale", "patch"),
             ("autoscaling", "horizontalpodautoscalers", "patch"), ("healthscale.io", "clinicalslos", "patch"),
             ("healthscale.io", "clinicalslos/status", "patch"), ("", "events", "create")} <= rules
+    # ... and the placeholder Deployment was deleted exactly when node warm-up makes one.
+    assert (("apps", "deployments", "delete") in rules) == ("node-warmup" in features)
 
 
 def test_the_uninstall_hook_runs_release_as_its_own_account_after_its_rbac(helm: Helm) -> None:

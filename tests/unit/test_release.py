@@ -341,3 +341,45 @@ def test_the_sweeper_forgets_the_series_of_what_it_releases() -> None:
                                      {"namespace": "hs-a", "clinicalslo": "a", "cause": "ApiError"}) is None
     assert registry.get_sample_value("healthscale_desired_replicas", {"namespace": "hs-a", "clinicalslo": "kept"}) == 5
     metrics.forget("hs-a", "kept")
+
+
+class FakePlaceholders:
+    def __init__(self, refuse: ports.ApiError | None = None) -> None:
+        self.refuse = refuse
+        self.deleted: list[str] = []
+
+    def pod_spec(self, namespace: str, kind: str, name: str) -> dict[str, Any]:
+        raise AssertionError("a release never reads a template")
+
+    def apply(self, namespace: str, body: dict[str, Any]) -> ports.Room:
+        raise AssertionError("a release never holds room")
+
+    def delete(self, namespace: str, name: str) -> None:
+        if self.refuse is not None:
+            raise self.refuse
+        self.deleted.append(name)
+
+
+HOLDING_ROOM = {**RAISED, "reservation": {"replicas": 5, "needed": 6, "reachSeconds": 1260,
+                                          "placeholders": "ed-triage-room", "applied": True}}
+
+
+def test_an_uninstall_deletes_the_placeholders_so_no_node_is_held_without_an_operator() -> None:
+    item = slo(status=HOLDING_ROOM, deleting=False)
+    slos, room = FakeSLOs([item]), FakePlaceholders()
+    outcome = release.release_one(FakeWorkloads(), slos, item, placeholders=room)
+    assert room.deleted == ["ed-triage-room"] and outcome.ok
+    assert "placeholder Deployment ed-triage-room deleted" in outcome.line()
+    assert [reason for _, reason, _ in slos.events] == ["Restored", "RoomReleased", "Released"]
+    assert "would delete placeholder Deployment ed-triage-room" in release.plan(item).line()
+
+
+def test_placeholders_that_cannot_be_deleted_are_named_as_left_and_the_finalizer_still_goes() -> None:
+    item = slo(status=HOLDING_ROOM)
+    slos = FakeSLOs([item])
+    outcome = release.release_one(FakeWorkloads(), slos, item, sleep=lambda _: None, placeholders=FakePlaceholders(
+        ports.ApiError("delete placeholder Deployment ehr/ed-triage-room: HTTP 403 Forbidden", retryable=False,
+                       status=403)))
+    assert outcome.released and not outcome.ok
+    assert "LEFT: placeholder Deployment ed-triage-room" in outcome.line()
+    assert ("Warning", "RestoreFailed") in [(type_, reason) for type_, reason, _ in slos.events]

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from healthscale import ports
 from healthscale.api import clinicalslo
-from healthscale.service import cycle, events, restore
+from healthscale.service import cycle, events, restore, room
 
 FINALIZER = "healthscale.io/restore-scale"
 """The finalizer Kopf stores for healthscale (``runtime.handlers.FINALIZER``)."""
@@ -121,8 +121,11 @@ def plan(item: Mapping[str, Any]) -> Outcome:
     """What releasing ``item`` would do, changing nothing (``--dry-run``)."""
     metadata = _mapping(item.get("metadata"))
     namespace, name = str(metadata.get("namespace") or "default"), str(metadata.get("name") or "")
-    would = tuple(f"would restore {restore.describe(original)}"
-                  for original in restore.legacy(records(item.get("status"))))
+    status = records(item.get("status"))
+    would = tuple(f"would restore {restore.describe(original)}" for original in restore.legacy(status))
+    held = status.reservation.placeholders if status.reservation is not None else None
+    if held is not None:
+        would = (*would, f"would delete placeholder Deployment {held}")
     return Outcome(namespace, name, restored=would, released=False,
                    notes=("dry run: would remove the finalizer" if holds_finalizer(item)
                           else "dry run: holds no healthscale finalizer",))
@@ -130,8 +133,10 @@ def plan(item: Mapping[str, Any]) -> Outcome:
 
 def release_one(workloads: ports.Workloads, slos: ClinicalSLOs, item: Mapping[str, Any], *,
                 give_up: bool = True, retries: int = RETRIES,
-                sleep: Callable[[float], None] = time.sleep) -> Outcome:
-    """Restore what ``item``'s status records, then remove the finalizer.
+                sleep: Callable[[float], None] = time.sleep,
+                placeholders: ports.Placeholders | None = None) -> Outcome:
+    """Restore what ``item``'s status records, delete its placeholder Deployment (node room: nothing
+    may hold nodes for a ClinicalSLO no operator serves), then remove the finalizer.
 
     ``give_up``: after the retries, a restore still failing for a retryable reason is reported and
     the finalizer removed anyway (the command, the hook). Without it (the sweeper, early on) the
@@ -146,6 +151,10 @@ def release_one(workloads: ports.Workloads, slos: ClinicalSLOs, item: Mapping[st
             break
         sleep(min(8.0, 2.0 ** attempt))
         released = cycle.release(workloads, namespace, status)
+    room_events = room.release(placeholders, namespace, status)
+    released = dataclasses.replace(
+        released, events=(*released.events, *(event for event in room_events if event.type == "Normal")),
+        unrestored=(*released.unrestored, *(event.message for event in room_events if event.type != "Normal")))
     restored = tuple(event.message for event in released.events)
     if released.unrestored and released.retryable and not give_up:
         return Outcome(namespace, name, restored, released.unrestored, released=False, retry_later=True)
