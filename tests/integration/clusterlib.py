@@ -128,12 +128,14 @@ def stop_process(process: subprocess.Popen[bytes], log: Path | None = None) -> N
 
 
 @contextlib.contextmanager
-def running_operator(devcluster: DevCluster, log: Path, namespaces: str, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
-    """``healthscale run`` against the dev cluster's API server and Prometheus, serving ``namespaces``
-    (a glob), its output in ``log``; stopped (its log's tail printed if it failed) on leaving."""
-    with log.open("wb") as output:
+def running_operator(devcluster: DevCluster, log: Path, namespaces: str, *extra: str, prometheus_url: str | None = None,
+                     append: bool = False) -> Iterator[subprocess.Popen[bytes]]:
+    """``healthscale run`` against the dev cluster's API server and Prometheus (or ``prometheus_url``),
+    serving ``namespaces`` (a glob), its output in ``log`` (added to it with ``append``: a restart);
+    stopped (its log's tail printed if it failed) on leaving."""
+    with log.open("ab" if append else "wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "healthscale", "run", "--prometheus-url", devcluster.prometheus_url,
+            [sys.executable, "-m", "healthscale", "run", "--prometheus-url", prometheus_url or devcluster.prometheus_url,
              "--namespace", namespaces, "--metrics-port", "0", "--health-port", "0", *extra],
             cwd=REPO_ROOT, stdout=output, stderr=subprocess.STDOUT,
             env={**os.environ, "KUBECONFIG": str(devcluster.kubeconfig)})

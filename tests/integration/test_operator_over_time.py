@@ -11,10 +11,8 @@ import calendar
 import contextlib
 import json
 import math
-import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -27,7 +25,8 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s_client
 
-from clusterlib import (ED_DEMAND, GROUP, REPO_ROOT, VERSION, DevCluster, deployment, release_and_delete, replicas,
+from clusterlib import running_operator as shared_running_operator
+from clusterlib import (ED_DEMAND, GROUP, VERSION, DevCluster, deployment, release_and_delete, replicas,
                         status_of, wait_until)
 
 pytestmark = pytest.mark.integration
@@ -80,21 +79,9 @@ class Relay:
 
 @contextlib.contextmanager
 def running_operator(cluster: DevCluster, prometheus_url: str, namespace: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("a") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "healthscale", "run", "--prometheus-url", prometheus_url,
-             "--namespace", namespace, "--metrics-port", "0", "--health-port", "0"],
-            cwd=REPO_ROOT, stdout=output, stderr=subprocess.STDOUT,
-            env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
-        )
-    try:
+    """The operator on ``prometheus_url`` (this module's proxy), its restarts appending to ``log``."""
+    with shared_running_operator(cluster, log, namespace, prometheus_url=prometheus_url, append=True) as process:
         yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @pytest.fixture

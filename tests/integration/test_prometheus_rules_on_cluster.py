@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +20,8 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s_client
 
-from clusterlib import GROUP, REPO_ROOT, VERSION, DevCluster, deployment, release_and_delete, status_of, wait_until
+from clusterlib import (GROUP, VERSION, DevCluster, deployment, release_and_delete, running_operator, status_of,
+                        wait_until)
 
 pytestmark = pytest.mark.integration
 
@@ -55,23 +54,8 @@ def rules_crd(devcluster: DevCluster) -> Iterator[None]:
 @pytest.fixture(scope="module")
 def operator(devcluster: DevCluster, rules_crd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     log = tmp_path_factory.mktemp("rules-operator") / "operator.log"
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "healthscale", "run", "--prometheus-url", devcluster.prometheus_url,
-             "--namespace", "hs-pr-*", "--metrics-port", "0", "--health-port", "0", "--no-residency"],
-            cwd=REPO_ROOT, stdout=output, stderr=subprocess.STDOUT,
-            env={**os.environ, "KUBECONFIG": str(devcluster.kubeconfig)})
-    try:
-        time.sleep(2)
-        if process.poll() is not None:
-            pytest.fail(f"healthscale run exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+    with running_operator(devcluster, log, "hs-pr-*", "--no-residency"):
         yield log
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @pytest.fixture
