@@ -209,9 +209,12 @@ def client_calls(source_root: Path = OPERATOR_SOURCE) -> dict[str, list[str]]:
     for path in sorted(source_root.rglob("*.py")):
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
-            # Called (api.read_x(...)) or handed to the adapters' request helper (kube.Api.json(doing, api.read_x, ...)).
+            # Called (api.read_x(...)), handed to the adapters' request helper (kube.Api.json(doing, api.read_x, ...)),
+            # or named in a table of them (adapters/kinds.py: "read_namespaced_deployment").
             if isinstance(node, ast.Attribute) and node.attr in methods:
                 found.setdefault(node.attr, []).append(f"{path.relative_to(source_root)}:{node.lineno}")
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in methods:
+                found.setdefault(node.value, []).append(f"{path.relative_to(source_root)}:{node.lineno}")
     return found
 
 

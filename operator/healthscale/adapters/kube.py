@@ -27,6 +27,7 @@ import kubernetes
 import urllib3
 
 from healthscale import ports
+from healthscale.adapters import kinds
 from healthscale.domain import selectors
 
 FIELD_MANAGER = "healthscale"
@@ -37,7 +38,6 @@ TIMEOUT: tuple[float, float] = (3.0, 15.0)
 GROUP, VERSION = "healthscale.io", "v1alpha1"
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
-WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 HPA_KIND = "HorizontalPodAutoscaler"
 
 # The errors of the ports, under the names the runtime and residency code have always used.
@@ -200,11 +200,10 @@ class Workloads:
 
     def _workload(self, namespace: str, kind: str, name: str) -> dict[str, Any]:
         doing = f"read {kind} {namespace}/{name}"
-        if kind == "Deployment":
-            return self._api.json(doing, self._apps.read_namespaced_deployment, name, namespace)
-        if kind == "StatefulSet":
-            return self._api.json(doing, self._apps.read_namespaced_stateful_set, name, namespace)
-        raise _refuse(doing, f"healthscale scales Deployments and StatefulSets, not {kind}")
+        entry = kinds.WORKLOADS.get(kind)
+        if entry is None:
+            raise _refuse(doing, f"healthscale scales {kinds.names()}, not {kind}")
+        return self._api.json(doing, entry.method(self._apps, entry.read), name, namespace)
 
     def read(self, namespace: str, kind: str, name: str) -> ports.Target:
         workload = self._workload(namespace, kind, name)
@@ -238,7 +237,7 @@ class Workloads:
 
     def read_field(self, namespace: str, kind: str, name: str, field: ports.Field) -> ports.Written:
         doing = f"read {field} of {kind} {namespace}/{name}"
-        if kind in WORKLOAD_KINDS and field == "replicas":
+        if kind in kinds.WORKLOADS and field == "replicas":
             workload = self._workload(namespace, kind, name)
             with errors(doing):
                 return ports.Written(kind, name, _uid(workload), _replicas(workload))
@@ -252,7 +251,7 @@ class Workloads:
                     if hpa.name == name:
                         return ports.Written(kind, name, hpa.uid, hpa.min_replicas)
             raise ports.NotFound(f"{doing}: not found")
-        raise _refuse(doing, "healthscale reads replicas of a Deployment or StatefulSet, minReplicas of an HPA")
+        raise _refuse(doing, f"healthscale reads replicas of {kinds.names()}, minReplicas of HPAs")
 
     # ----------------------------------------------------------------------------------- writes
 
@@ -268,17 +267,16 @@ class Workloads:
         if not uid:
             raise _refuse(doing, "no uid to hold the write to; read the object first")
         body = {"metadata": {"uid": uid}, "spec": {field: value}}
-        if kind in WORKLOAD_KINDS and field == "replicas":
-            patch = (self._apps.patch_namespaced_deployment_scale if kind == "Deployment"
-                     else self._apps.patch_namespaced_stateful_set_scale)
-            self._write(doing, patch, name, namespace, body)
+        entry = kinds.WORKLOADS.get(kind)
+        if entry is not None and field == "replicas":
+            self._write(doing, entry.method(self._apps, entry.patch_scale), name, namespace, body)
         elif kind == HPA_KIND and field == "minReplicas":
             try:
                 self._write(doing, self._autoscaling.patch_namespaced_horizontal_pod_autoscaler, name, namespace, body)
             finally:
                 self._forget_hpas(namespace)  # our own write must show in the next read
         else:
-            raise _refuse(doing, "healthscale writes replicas of a Deployment or StatefulSet, minReplicas of an HPA")
+            raise _refuse(doing, f"healthscale writes replicas of {kinds.names()}, minReplicas of HPAs")
 
     def _write(self, doing: str, patch: Callable[..., Any], name: str, namespace: str, body: dict[str, Any]) -> None:
         try:
@@ -544,12 +542,10 @@ class Placeholders:
 
     def pod_spec(self, namespace: str, kind: str, name: str) -> dict[str, Any]:
         doing = f"read the pod template of {kind} {namespace}/{name}"
-        if kind == "Deployment":
-            workload = self._api.json(doing, self._apps.read_namespaced_deployment, name, namespace)
-        elif kind == "StatefulSet":
-            workload = self._api.json(doing, self._apps.read_namespaced_stateful_set, name, namespace)
-        else:
-            raise _refuse(doing, f"healthscale copies the pod template of Deployments and StatefulSets, not {kind}")
+        entry = kinds.WORKLOADS.get(kind)
+        if entry is None:
+            raise _refuse(doing, f"healthscale copies the pod template of {kinds.names()}, not {kind}")
+        workload = self._api.json(doing, entry.method(self._apps, entry.read), name, namespace)
         with errors(doing):
             template = _spec(workload).get("template") or {}
             return dict(template.get("spec") or {})

@@ -24,8 +24,7 @@ from typing import Any, Literal
 import kubernetes
 
 from healthscale import ports
-from healthscale import ports
-from healthscale.adapters import kube
+from healthscale.adapters import kinds, kube
 from healthscale.domain import residency, selectors
 
 OWNED_ANNOTATION = "healthscale.io/residency-requirement"
@@ -52,6 +51,13 @@ def _pod(raw: Mapping[str, Any]) -> residency.Pod:
     )
 
 
+def _kind(kind: str, doing: str) -> kinds.WorkloadKind:
+    entry = kinds.WORKLOADS.get(kind)
+    if entry is None:
+        raise ports.ApiError(f"{doing}: healthscale places {kinds.names()}, not {kind}", retryable=False, status=0)
+    return entry
+
+
 class Placement:
     """Reads and writes what residency needs, in any namespace."""
 
@@ -68,8 +74,8 @@ class Placement:
 
     def read_template(self, namespace: str, kind: str, name: str) -> Template:
         doing = f"read {kind} {namespace}/{name}"
-        read = self._apps.read_namespaced_stateful_set if kind == "StatefulSet" else self._apps.read_namespaced_deployment
-        raw = self._api.json(doing, read, name, namespace)
+        entry = _kind(kind, doing)
+        raw = self._api.json(doing, entry.method(self._apps, entry.read), name, namespace)
         with kube.errors(doing):
             spec = (raw.get("spec") or {}).get("template", {}).get("spec") or {}
             annotations = (raw.get("metadata") or {}).get("annotations") or {}
@@ -94,9 +100,8 @@ class Placement:
                 "requiredDuringSchedulingIgnoredDuringExecution": required}}}}},
         }
         doing = f"require {owned.describe() if owned else 'no region'} in {template.kind} {namespace}/{template.name}"
-        patch = (self._apps.patch_namespaced_stateful_set if template.kind == "StatefulSet"
-                 else self._apps.patch_namespaced_deployment)
-        self._api.json(doing, patch, template.name, namespace, body, field_manager=kube.FIELD_MANAGER,
+        entry = _kind(template.kind, doing)
+        self._api.json(doing, entry.method(self._apps, entry.patch), template.name, namespace, body, field_manager=kube.FIELD_MANAGER,
                        _content_type=STRATEGIC_MERGE)
 
     def pods(self, namespace: str, selector: str) -> list[residency.Pod]:
