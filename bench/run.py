@@ -159,54 +159,43 @@ GENERALISE_JOBS = "2"
 """Processes for the rolling-split replays; the figures do not depend on it."""
 
 
-def _generalise(scratch: pathlib.Path) -> list[str]:
-    """The "Generalisation" section, as bench/generalise.py writes it (its command is in it)."""
-    markdown = scratch / "generalisation.md"
-    command = [sys.executable, "bench/generalise.py", "--jobs", GENERALISE_JOBS, "--markdown", str(markdown)]
+def _script_section(scratch: pathlib.Path, markdown_name: str, *arguments: str) -> list[str]:
+    """Run a bench script that writes its section as Markdown (its command is in it); its lines."""
+    markdown = scratch / markdown_name
+    command = [sys.executable, *arguments, "--markdown", str(markdown)]
     print("$", " ".join(command), flush=True)
     print(_run(command), flush=True)
     return markdown.read_text().rstrip("\n").splitlines() + [""]
+
+
+def _generalise(scratch: pathlib.Path) -> list[str]:
+    """The "Generalisation" section, as bench/generalise.py writes it."""
+    return _script_section(scratch, "generalisation.md", "bench/generalise.py", "--jobs", GENERALISE_JOBS)
 
 
 def _holidays(scratch: pathlib.Path) -> list[str]:
     """The "Holidays" section and docs/bench/holiday-week.png, as bench/holiday_effect.py writes them."""
-    markdown = scratch / "holidays.md"
-    command = [sys.executable, "bench/holiday_effect.py", "--jobs", GENERALISE_JOBS, "--plot", "docs/bench/holiday-week.png",
-               "--markdown", str(markdown)]
-    print("$", " ".join(command), flush=True)
-    print(_run(command), flush=True)
-    return markdown.read_text().rstrip("\n").splitlines() + [""]
+    return _script_section(scratch, "holidays.md", "bench/holiday_effect.py", "--jobs", GENERALISE_JOBS,
+                           "--plot", "docs/bench/holiday-week.png")
 
 
 def _frontier(scratch: pathlib.Path) -> list[str]:
     """The "Cost and unmet demand: the frontier" section and docs/bench/frontier-*.png, as bench/frontier.py
-    writes them (its command is in it)."""
-    markdown = scratch / "frontier.md"
-    command = [sys.executable, "bench/frontier.py", "--jobs", GENERALISE_JOBS, "--markdown", str(markdown)]
-    print("$", " ".join(command), flush=True)
-    print(_run(command), flush=True)
-    return markdown.read_text().rstrip("\n").splitlines() + [""]
+    writes them."""
+    return _script_section(scratch, "frontier.md", "bench/frontier.py", "--jobs", GENERALISE_JOBS)
 
 
 def _rules_load(scratch: pathlib.Path) -> list[str]:
-    """The "Prometheus load at 1,000 ClinicalSLOs" section, as bench/rules_load.py writes it (its command is in it)."""
-    markdown = scratch / "rules-load.md"
-    command = [sys.executable, *RULES_LOAD_COMMAND.split(), "--markdown", str(markdown)]
-    print("$", " ".join(command), flush=True)
-    print(_run(command), flush=True)
-    return markdown.read_text().rstrip("\n").splitlines() + [""]
+    """The "Prometheus load at 1,000 ClinicalSLOs" section, as bench/rules_load.py writes it."""
+    return _script_section(scratch, "rules-load.md", *RULES_LOAD_COMMAND.split())
 
 
 WARM_UP_HEADER = "## Node warm-up: nodes that take time to add (issue 13)"
 
 
 def _warm_up(scratch: pathlib.Path) -> list[str]:
-    """The "Node warm-up" section, as bench/warm_up.py writes it (its command is in it)."""
-    markdown = scratch / "warm-up.md"
-    command = [sys.executable, "bench/warm_up.py", "--jobs", GENERALISE_JOBS, "--markdown", str(markdown)]
-    print("$", " ".join(command), flush=True)
-    print(_run(command), flush=True)
-    return markdown.read_text().rstrip("\n").splitlines() + [""]
+    """The "Node warm-up" section, as bench/warm_up.py writes it."""
+    return _script_section(scratch, "warm-up.md", "bench/warm_up.py", "--jobs", GENERALISE_JOBS)
 
 
 def _ratio(ours: str, reference: str) -> str:

@@ -43,5 +43,4 @@ WORKLOADS: dict[str, WorkloadKind] = {entry.kind: entry for entry in (
 
 def names() -> str:
     """``Deployments and StatefulSets``, for messages."""
-    plural = [f"{kind}s" for kind in WORKLOADS]
-    return " and ".join([", ".join(plural[:-1]), plural[-1]] if len(plural) > 1 else plural)
+    return " and ".join(f"{kind}s" for kind in WORKLOADS)

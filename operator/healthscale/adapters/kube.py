@@ -178,6 +178,15 @@ def _refuse(doing: str, why: str) -> ports.ApiError:
     return ports.ApiError(f"{doing}: {why}", retryable=False, status=0)
 
 
+def read_workload(api: Api, apps: kubernetes.client.AppsV1Api, namespace: str, kind: str, name: str) -> dict[str, Any]:
+    """One target workload as JSON, read the way ``adapters.kinds`` says for its kind."""
+    doing = f"read {kind} {namespace}/{name}"
+    entry = kinds.WORKLOADS.get(kind)
+    if entry is None:
+        raise _refuse(doing, f"healthscale scales {kinds.names()}, not {kind}")
+    return api.json(doing, entry.method(apps, entry.read), name, namespace)
+
+
 class Workloads:
     """``ports.Workloads``: Deployments and StatefulSets, their HPAs and pods, in any namespace."""
 
@@ -199,11 +208,7 @@ class Workloads:
     # ------------------------------------------------------------------------------------ reads
 
     def _workload(self, namespace: str, kind: str, name: str) -> dict[str, Any]:
-        doing = f"read {kind} {namespace}/{name}"
-        entry = kinds.WORKLOADS.get(kind)
-        if entry is None:
-            raise _refuse(doing, f"healthscale scales {kinds.names()}, not {kind}")
-        return self._api.json(doing, entry.method(self._apps, entry.read), name, namespace)
+        return read_workload(self._api, self._apps, namespace, kind, name)
 
     def read(self, namespace: str, kind: str, name: str) -> ports.Target:
         workload = self._workload(namespace, kind, name)
@@ -541,12 +546,8 @@ class Placeholders:
         self._api.client.close()  # type: ignore[no-untyped-call]
 
     def pod_spec(self, namespace: str, kind: str, name: str) -> dict[str, Any]:
-        doing = f"read the pod template of {kind} {namespace}/{name}"
-        entry = kinds.WORKLOADS.get(kind)
-        if entry is None:
-            raise _refuse(doing, f"healthscale copies the pod template of {kinds.names()}, not {kind}")
-        workload = self._api.json(doing, entry.method(self._apps, entry.read), name, namespace)
-        with errors(doing):
+        workload = read_workload(self._api, self._apps, namespace, kind, name)
+        with errors(f"read the pod template of {kind} {namespace}/{name}"):
             template = _spec(workload).get("template") or {}
             return dict(template.get("spec") or {})
 

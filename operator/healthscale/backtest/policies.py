@@ -87,7 +87,7 @@ class Capacity:
             # Replicas take the earliest room not already taken (they preempt placeholders).
             taken, extra = self._placed(), replicas - self.requested
             for usable_from, count in list(self._room):
-                free = min(count, max(0, count - taken))
+                free = max(0, count - taken)
                 taken = max(0, taken - count)
                 if free <= 0 or extra <= 0:
                     continue

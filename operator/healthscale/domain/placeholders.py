@@ -41,10 +41,6 @@ def name(clinicalslo: str) -> str:
     return f"{clinicalslo[:NAME_LIMIT - len(SUFFIX) - 9].rstrip('-.')}-{digest}{SUFFIX}"
 
 
-def _quantity(text: Any) -> str:
-    return str(text)
-
-
 def requests(pod_spec: Mapping[str, Any]) -> dict[str, str]:
     """What one pod asks the scheduler for, resource by resource. Containers' requests add up; an
     init container asking for more of one resource than all containers together sets it (the
@@ -52,13 +48,13 @@ def requests(pod_spec: Mapping[str, Any]) -> dict[str, str]:
     sums: dict[str, list[str]] = {}
     for container in pod_spec.get("containers") or []:
         for resource, quantity in ((container.get("resources") or {}).get("requests") or {}).items():
-            sums.setdefault(str(resource), []).append(_quantity(quantity))
+            sums.setdefault(str(resource), []).append(str(quantity))
     result = {resource: _add(quantities) for resource, quantities in sums.items()}
     for container in pod_spec.get("initContainers") or []:
         for resource, quantity in ((container.get("resources") or {}).get("requests") or {}).items():
             current = result.get(str(resource))
-            if current is None or parse(_quantity(quantity)) > parse(current):
-                result[str(resource)] = _quantity(quantity)
+            if current is None or parse(str(quantity)) > parse(current):
+                result[str(resource)] = str(quantity)
     return result
 
 
@@ -121,10 +117,10 @@ def deployment(clinicalslo: str, clinicalslo_uid: str, target_pod_spec: Mapping[
     for field in COPIED:
         if target_pod_spec.get(field):
             pod[field] = copy.deepcopy(target_pod_spec[field])
-    node_affinity = residency.merge({"nodeAffinity": (target_pod_spec.get("affinity") or {}).get("nodeAffinity")}
-                                    if (target_pod_spec.get("affinity") or {}).get("nodeAffinity") else None, regions)
-    if node_affinity:
-        pod["affinity"] = {"nodeAffinity": node_affinity["nodeAffinity"]}
+    target_node_affinity = (target_pod_spec.get("affinity") or {}).get("nodeAffinity")
+    merged = residency.merge({"nodeAffinity": target_node_affinity} if target_node_affinity else None, regions)
+    if merged:
+        pod["affinity"] = {"nodeAffinity": merged["nodeAffinity"]}
     spread = _spread(target_pod_spec.get("topologySpreadConstraints"), labels)
     if spread:
         pod["topologySpreadConstraints"] = spread

@@ -269,8 +269,9 @@ def deleted(body: kopf.Body, status: kopf.Status, namespace: str | None, name: s
     runtime = _runtime(memo)
     runtime.memories.pop((namespace or "", name), None)
     metrics.forget(namespace or "", name)
-    released = cycle.release(runtime.ports.workloads, namespace or "default", previous_status(status))
-    for event in (*room.release(runtime.placeholders, namespace or "default", previous_status(status)), *released.events):
+    recorded = previous_status(status)
+    released = cycle.release(runtime.ports.workloads, namespace or "default", recorded)
+    for event in (*room.release(runtime.placeholders, namespace or "default", recorded), *released.events):
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
         logger.info("%s", event.message)
     if not released.unrestored:

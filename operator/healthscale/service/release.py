@@ -123,7 +123,7 @@ def plan(item: Mapping[str, Any]) -> Outcome:
     namespace, name = str(metadata.get("namespace") or "default"), str(metadata.get("name") or "")
     status = records(item.get("status"))
     would = tuple(f"would restore {restore.describe(original)}" for original in restore.legacy(status))
-    held = status.reservation.placeholders if status.reservation is not None else None
+    held = room.recorded(status)
     if held is not None:
         would = (*would, f"would delete placeholder Deployment {held}")
     return Outcome(namespace, name, restored=would, released=False,

@@ -107,8 +107,12 @@ def _remove(port: Port | None, namespace: str, deployment: str | None,
     return (events.Event("Normal", "RoomReleased", f"placeholder Deployment {deployment} deleted: {why}"),), False
 
 
+def recorded(status: clinicalslo.ClinicalSLOStatus) -> str | None:
+    """The placeholder Deployment a status records for its ClinicalSLO, if any."""
+    return status.reservation.placeholders if status.reservation is not None else None
+
+
 def release(port: Port | None, namespace: str, status: clinicalslo.ClinicalSLOStatus) -> tuple[events.Event, ...]:
     """On deletion: delete the placeholders (garbage collection would too, through the owner
     reference, so a failure here is reported and does not hold the deletion)."""
-    deployment = status.reservation.placeholders if status.reservation is not None else None
-    return _remove(port, namespace, deployment, "the ClinicalSLO is being deleted")[0]
+    return _remove(port, namespace, recorded(status), "the ClinicalSLO is being deleted")[0]
