@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 VENV_SETUP := $(if $(filter $(VENV)/bin/python,$(PYTHON)),venv)
 DEVCLUSTER := .devcluster
 
-.PHONY: help setup venv system-packages install test unit faults check lint typecheck crds crds-check bench demo backtest-demo cluster cluster-down binaries helm chart-crds chart-crds-check chart-test chart-golden lock image image-archive
+.PHONY: help setup venv system-packages install test unit faults check lint typecheck crds crds-check bench demo backtest-demo cluster cluster-down binaries addons helm chart-crds chart-crds-check chart-test chart-golden lock image image-archive
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -24,8 +24,10 @@ install: venv  ## same as make venv
 system-packages:  ## apt-get install prometheus, lua5.4 (and openssl, curl) if missing
 	@tools/bootstrap.sh system
 
-test: setup check  ## the whole suite: static checks, unit and chart tests, then integration tests on the local control plane
-	$(PYTHON) -m pytest --durations=30
+# Two pytest-xdist workers: the local cluster's tests run in order on one (tests/conftest.py groups
+# them), everything else on the other, so the cluster's waits overlap the CPU-bound tests.
+test: setup check  ## the whole suite: static checks, then unit, chart and integration tests on two workers
+	$(PYTHON) -m pytest -n 2 --dist loadgroup --durations=30
 
 unit: check  ## static checks and the unit tests only (no cluster, no helm needed)
 	$(PYTHON) -m pytest -m "not integration and not chart"
@@ -90,7 +92,10 @@ image-archive:  ## make image, then save it to out/healthscale-image.tar for `ki
 binaries:  ## build kube-apiserver, etcd, kwok... from Go modules into .devcluster/bin (~7-10 min cold, once per checkout)
 	@tools/bootstrap.sh binaries
 
-cluster: system-packages binaries  ## start etcd, kube-apiserver, scheduler, controller-manager, KWOK nodes and Prometheus on loopback
+addons:  ## build Karpenter (KWOK provider) and KEDA from Go modules into .devcluster/bin (~13 min cold; make test builds them in the background)
+	@tools/bootstrap.sh addons
+
+cluster: system-packages binaries addons  ## start etcd, kube-apiserver, scheduler, controller-manager, KWOK nodes, Prometheus, Karpenter and KEDA on loopback
 	tools/devcluster/up.sh
 
 cluster-down:  ## stop the local control plane and Prometheus

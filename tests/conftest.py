@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 import yaml
 
@@ -54,6 +55,21 @@ spec:
 """
 
 _SLO_DOCUMENT, _SCHEDULE_DOCUMENT = yaml.safe_load_all(EXAMPLE_MANIFESTS)
+
+# Speed is measured by `make bench`, never asserted: no per-example deadline, which a busy machine
+# (make test runs two workers on two cores) would turn into failures that say nothing about the code.
+hypothesis.settings.register_profile("healthscale", deadline=None)
+hypothesis.settings.load_profile("healthscale")
+
+CLUSTER_GROUP = "devcluster"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # `make test` runs pytest-xdist with --dist loadgroup: every test of the one local cluster goes to
+    # one worker, in order, while the other worker takes the unit, chart and self-contained tests.
+    for item in items:
+        if "devcluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group(CLUSTER_GROUP))
 
 
 @pytest.fixture

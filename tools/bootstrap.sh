@@ -11,6 +11,9 @@
 #             check test), openssl and curl (tools/devcluster/up.sh), via apt-get when missing.
 #   binaries  kube-apiserver, etcd, kwok... from Go modules into .devcluster/bin (tools/build-binaries.sh).
 #   helm      helm from Go modules into .devcluster/bin (tools/build-helm.sh).
+#   addons    Karpenter (KWOK provider) and KEDA from Go modules into .devcluster/bin
+#             (tools/build-addons.sh). Not part of `make setup`: `make test` builds them in the
+#             background while the other integration tests run (tests/integration/conftest.py).
 #
 # Environment (optional):
 #   HEALTHSCALE_PYTHON   the Python the virtualenv is made from (default: python3; needs >= 3.11)
@@ -159,13 +162,23 @@ step_helm() {
   tools/build-helm.sh
 }
 
-(($#)) || die "usage: $0 venv|system|binaries|helm..."
+step_addons() {
+  need_go
+  local t0=${SECONDS}
+  log "addons: Karpenter's KWOK provider and KEDA from Go modules into .devcluster/bin (tools/build-addons.sh):" \
+      "~13 min cold on 2 cores, seconds when built; make test builds them in the background instead"
+  tools/build-addons.sh
+  log "addons: done in $(took "${t0}")"
+}
+
+(($#)) || die "usage: $0 venv|system|binaries|helm|addons..."
 for step in "$@"; do
   case "${step}" in
     venv) step_venv ;;
     system) step_system ;;
     binaries) step_binaries ;;
     helm) step_helm ;;
-    *) die "unknown step ${step} (venv, system, binaries, helm)" ;;
+    addons) step_addons ;;
+    *) die "unknown step ${step} (venv, system, binaries, helm, addons)" ;;
   esac
 done

@@ -56,9 +56,15 @@ keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=clientAuth"
 
 # Service-account signing key pair.
+# The API server's own client identity towards aggregated API servers (KEDA's metrics adapter):
+# they trust it through the requestheader CA, which is this CA, for the name front-proxy-client only.
+sign front-proxy-client "/CN=front-proxy-client" "basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=clientAuth"
+
 ossl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sa.key
 ossl pkey -in sa.key -pubout -out sa.pub
 rm -f ca.srl
 
 # Sanity check.
-openssl verify -CAfile ca.crt apiserver.crt admin.crt >/dev/null
+openssl verify -CAfile ca.crt apiserver.crt admin.crt front-proxy-client.crt >/dev/null

@@ -69,16 +69,20 @@ stop() {
   rm -f "${file}"
 }
 
-# Reverse start order: clients first, etcd last (so nothing logs etcd errors).
-for name in prometheus demand-exporter kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
-  stop "${name}"
-done
-# Anything else someone recorded there.
+# Reverse start order: add-ons and anything else recorded there first (they are
+# clients of the API server), then the clients of the core, etcd last (so
+# nothing logs etcd errors).
+CORE=(prometheus demand-exporter kwok kube-scheduler kube-controller-manager kube-apiserver etcd)
 if [[ -d "${PIDS}" ]]; then
   for f in "${PIDS}"/*.pid; do
-    [[ -e "${f}" ]] && stop "$(basename "${f}" .pid)"
+    [[ -e "${f}" ]] || continue
+    name="$(basename "${f}" .pid)"
+    [[ " ${CORE[*]} " == *" ${name} "* ]] || stop "${name}"
   done
 fi
+for name in "${CORE[@]}"; do
+  stop "${name}"
+done
 
 # Runtime state. Listed explicitly so .devcluster/bin (and anything else a
 # user keeps there) survives.

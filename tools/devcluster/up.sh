@@ -269,7 +269,10 @@ wait_for etcd "etcd /health" curl -fsS --max-time 2 "http://127.0.0.1:${ETCD_POR
 # The requestheader flags publish a front-proxy CA in kube-system's
 # extension-apiserver-authentication ConfigMap; without one the
 # controller-manager and scheduler log an error every few seconds. Only a cert
-# with CN=front-proxy-client may assert identities that way, and we issue none.
+# with CN=front-proxy-client may assert identities that way; the API server
+# alone holds it (--proxy-client-*), to call aggregated API servers such as
+# KEDA's metrics adapter. There is no kube-proxy, so it calls their endpoints
+# directly (--enable-aggregator-routing).
 log "starting kube-apiserver on https://127.0.0.1:${APISERVER_PORT}"
 start kube-apiserver "${BIN}/kube-apiserver" \
   --etcd-servers="http://127.0.0.1:${ETCD_PORT}" \
@@ -285,6 +288,9 @@ start kube-apiserver "${BIN}/kube-apiserver" \
   --requestheader-username-headers=X-Remote-User \
   --requestheader-group-headers=X-Remote-Group \
   --requestheader-extra-headers-prefix=X-Remote-Extra- \
+  --proxy-client-cert-file="${PKI}/front-proxy-client.crt" \
+  --proxy-client-key-file="${PKI}/front-proxy-client.key" \
+  --enable-aggregator-routing=true \
   --service-account-issuer=https://kubernetes.default.svc.cluster.local \
   --service-account-key-file="${PKI}/sa.pub" \
   --service-account-signing-key-file="${PKI}/sa.key" \
@@ -498,6 +504,22 @@ exporter_scraped() {
 }
 wait_for prometheus "the first scrape of the demand exporter" exporter_scraped
 log "prometheus ready with live and backfilled demand after $((SECONDS - T_PROM))s"
+
+# --------------------------------------------------------------- add-ons
+# Karpenter (its KWOK provider) and KEDA, each started by its own script when
+# its binaries are built (tools/build-addons.sh; `make cluster` builds them).
+# Without them the cluster is still complete for everything but their tests,
+# which start them themselves (tests/integration/conftest.py, `addon`).
+for addon in karpenter keda; do
+  script="${DEVCLUSTER_DIR}/${addon}.sh"
+  [[ -x "${script}" ]] || continue
+  if "${script}" installed; then
+    FAILED_COMPONENT=""
+    "${script}" up || die "${addon} did not start (tools/devcluster/${addon}.sh up)"
+  else
+    log "${addon}: not built (tools/build-addons.sh); starting without it"
+  fi
+done
 
 # ---------------------------------------------------------------- env file
 cat >"${ENV_FILE}" <<EOF

@@ -40,7 +40,6 @@ AUTO_HISTORY = 3 * series_.WEEK
 """``auto`` considers this model from three weeks of history, when its validation fit (two days
 shorter) still carries MSTL's weekly cycle. With less it is a daily-only decomposition, the weaker
 model wherever weekdays differ, and on the visible traces choosing it then did worse than not."""
-"""Seasonal-trend alternations (R's default without robustness weights; statsmodels' is 5)."""
 
 
 def _jump(window: float) -> int:
