@@ -27,7 +27,7 @@ system-packages:  ## apt-get install prometheus, lua5.4 (and openssl, curl) if m
 # Two pytest-xdist workers: the local cluster's tests run in order on one (tests/conftest.py groups
 # them), everything else on the other, so the cluster's waits overlap the CPU-bound tests.
 test: setup check  ## the whole suite: static checks, then unit, chart and integration tests on two workers
-	$(PYTHON) -m pytest -n 2 --dist loadgroup --durations=30
+	$(PYTHON) -m pytest -n 2 --durations=30
 
 unit: check  ## static checks and the unit tests only (no cluster, no helm needed)
 	$(PYTHON) -m pytest -m "not integration and not chart"

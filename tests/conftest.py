@@ -61,15 +61,39 @@ _SLO_DOCUMENT, _SCHEDULE_DOCUMENT = yaml.safe_load_all(EXAMPLE_MANIFESTS)
 hypothesis.settings.register_profile("healthscale", deadline=None)
 hypothesis.settings.load_profile("healthscale")
 
-CLUSTER_GROUP = "devcluster"
+STANDALONE = frozenset({"tests/integration/test_alert_rules_fire.py", "tests/integration/test_bootstrap.py",
+                        "tests/integration/test_loadtest.py"})
+"""Integration tests that bring their own parts (a Prometheus, a fresh clone, a load generator) and never
+use the local cluster; tests/integration/conftest.py fails the collection if one starts to."""
+
+
+def uses_the_cluster(nodeid: str) -> bool:
+    module = nodeid.split("::", 1)[0]
+    return module.startswith("tests/integration/") and module not in STANDALONE
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # `make test` runs pytest-xdist with --dist loadgroup: every test of the one local cluster goes to
-    # one worker, in order, while the other worker takes the unit, chart and self-contained tests.
-    for item in items:
-        if "devcluster" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group(CLUSTER_GROUP))
+    # The standalone modules run beside the cluster's tests: they must not use it.
+    wrong = sorted({item.nodeid.split("::", 1)[0] for item in items
+                    if "devcluster" in getattr(item, "fixturenames", ()) and not uses_the_cluster(item.nodeid)})
+    if wrong:
+        raise pytest.UsageError(f"{', '.join(wrong)} use the dev cluster: take them out of STANDALONE in "
+                                "tests/conftest.py, or make test runs them beside the cluster's other tests")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`make test` runs two pytest-xdist workers: every test of the one local cluster goes to one worker,
+    in collection order (the cluster's tests are not independent of each other's timing), while the
+    other worker takes the unit, chart and standalone tests module by module."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling  # only where xdist runs the session
+
+    class ClusterInOrder(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return "the local cluster" if uses_the_cluster(nodeid) else nodeid.split("::", 1)[0]
+
+    return ClusterInOrder(config, log)
 
 
 @pytest.fixture

@@ -119,6 +119,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="when the cluster serves PrometheusRules (Prometheus Operator), keep one per ClinicalSLO "
                      "with its recording rules and burn-rate alerts, owned by it; burn rates are then read from "
                      "the recorded series (--no-prometheus-rules: never create them)")
+    run.add_argument("--keda", action=argparse.BooleanOptionalAction, default=True,
+                     help="when a KEDA ScaledObject scales the target, raise the ScaledObject's minReplicaCount "
+                     "(never KEDA's own HPA); needs list and patch on scaledobjects.keda.sh (--no-keda: never "
+                     "list them; an HPA KEDA controls is then left as it is)")
     run.add_argument("--node-warmup", action=argparse.BooleanOptionalAction, default=True,
                      help="for ClinicalSLOs with capacity.nodeProvisioningSeconds, hold node room ahead of need with "
                      "a placeholder Deployment per ClinicalSLO, owned by it (--no-node-warmup: report the room "
@@ -579,6 +583,7 @@ def _run(arguments: argparse.Namespace) -> int:
             verbose=arguments.verbose,
             pod_deletion_cost=arguments.pod_deletion_cost,
             prometheus_rules=arguments.prometheus_rules,
+            keda=arguments.keda,
             node_warmup=_node_warmup(arguments),
             residency=residency.Config(
                 region_label=_region_label(arguments.region_label),

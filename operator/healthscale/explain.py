@@ -166,6 +166,9 @@ def describe(resource: Mapping[str, Any], now: dt.datetime) -> str:
     status, dropped = clinicalslo.read_status(raw_status)
     generation = metadata.get("generation")
     observed = status.observed_generation
+    owner = next((item for item in status.conditions if item.type == "FloorOwner"), None)
+    if owner is not None:  # the HPA or KEDA ScaledObject whose floor healthscale moves (or leaves)
+        lines.append(f"Floor owner:   {owner.message or '-'}")
     lines.append(f"Last cycle:    {_when(status.last_cycle_time, now)}")
     if generation is not None and observed is not None and observed != generation:
         lines.append(f"               describes generation {observed}; the spec is at generation {generation} "

@@ -6,7 +6,7 @@ tests wire in in-memory fakes. The adapters raise only the errors defined here, 
 failure reaching the service has a reason a user can read in status:
 
 - ``MetricsError`` with ``reason`` one of ``METRICS_REASONS``;
-- ``NotFound`` for a workload, HPA or object that is not there;
+- ``NotFound`` for a workload, HPA, ScaledObject or object that is not there;
 - ``ApiError`` for anything else the API server refused or did not answer, with ``status`` (HTTP
   code, 0 for a timeout or connection failure) and ``retryable``.
 """
@@ -71,14 +71,27 @@ class Metrics(Protocol):
         ...
 
 
+Field = Literal["replicas", "minReplicas", "minReplicaCount"]
+"""The one field healthscale writes on an object: a workload's ``replicas``, or the floor of the
+autoscaler that scales it (an HPA's ``minReplicas``, a KEDA ScaledObject's ``minReplicaCount``)."""
+
+
 @dataclasses.dataclass(frozen=True)
-class Hpa:
-    """A HorizontalPodAutoscaler that targets the workload."""
+class Floor:
+    """The autoscaler object that scales the workload (an HPA or a KEDA ScaledObject): healthscale
+    raises its floor instead of the workload's replicas, which are the autoscaler's to set."""
 
     name: str
     uid: str
     min_replicas: int
+    """The floor now (``minReplicas``, ``minReplicaCount``)."""
     max_replicas: int
+    """Its ceiling: the floor is never written above it."""
+    kind: str = "HorizontalPodAutoscaler"
+    field: Field = "minReplicas"
+    hands_off: str | None = None
+    """Why healthscale must leave this floor as it is (its owner paused it, or another object
+    controls it); None: healthscale may raise it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,10 +107,8 @@ class Target:
     """The workload's own pod selector as a label-selector string (matchLabels and
     matchExpressions); None when it selects nothing healthscale can express, so that no step
     ever lists a whole namespace by mistake."""
-    hpa: Hpa | None
-
-
-Field = Literal["replicas", "minReplicas"]
+    floor: Floor | None
+    """The HPA or ScaledObject that scales it, if any."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,12 +122,13 @@ class Written:
 
 
 class Workloads(Protocol):
-    """Deployments, StatefulSets, their HPAs and pods. Raises ``NotFound`` or ``ApiError`` only."""
+    """Deployments, StatefulSets, the HPAs and ScaledObjects that scale them, and their pods. Raises
+    ``NotFound`` or ``ApiError`` only."""
 
     def read(self, namespace: str, kind: str, name: str) -> Target: ...
 
     def read_field(self, namespace: str, kind: str, name: str, field: Field) -> Written:
-        """``replicas`` of a Deployment/StatefulSet or ``minReplicas`` of an HPA, with its uid."""
+        """``replicas`` of a Deployment/StatefulSet or the floor of an HPA/ScaledObject, with its uid."""
         ...
 
     def write_field(self, namespace: str, kind: str, name: str, uid: str, field: Field, value: int) -> None:

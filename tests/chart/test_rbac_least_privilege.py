@@ -69,7 +69,7 @@ class Need:
     when: str | None = None
     """The chart features that turn the code path on; None: always. Alternatives joined by " or ",
     features that must all be on by "+": "residency or deletion-cost", "residency+evict". Features:
-    residency, webhook, evict, deletion-cost, prometheus-rules, node-warmup, peering, clusterwide,
+    residency, webhook, evict, deletion-cost, prometheus-rules, node-warmup, keda, peering, clusterwide,
     namespaced (and namespace-observation, which Kopf's own rules cover, see KOPF_NAMESPACE_OBSERVATION)."""
     name: str = "*"
     """The one object it applies to, when the call names a fixed object."""
@@ -115,13 +115,17 @@ CLIENT_CALLS: dict[str, Need | tuple[Need, ...]] = {
     "list_cluster_custom_object": (Need(("healthscale.io", "clinicalslos", "list")),
                                    Need(("kopf.dev", "clusterkopfpeerings", "list"),
                                         when="residency+peering+clusterwide")),
+    # adapters/kube.py Workloads (keda.enabled): the KEDA ScaledObjects scaling a target, whose
+    # minReplicaCount healthscale moves (adapters/kinds.py FLOORS names the calls).
     "list_namespaced_custom_object": (Need(("healthscale.io", "clinicalslos", "list")),
-                                      Need(("kopf.dev", "kopfpeerings", "list"), when="residency+peering+namespaced")),
+                                      Need(("kopf.dev", "kopfpeerings", "list"), when="residency+peering+namespaced"),
+                                      Need(("keda.sh", "scaledobjects", "list"), when="keda")),
     # ... and (prometheusRules.enabled) service/rule_sync.py via adapters/kube.py: a PrometheusRule per
     # ClinicalSLO, server-side applied, created when missing, deleted when nothing is measured.
     "patch_namespaced_custom_object": (
         Need(("healthscale.io", "clinicalslos", "patch")),
-        Need(("monitoring.coreos.com", "prometheusrules", "patch"), when="prometheus-rules")),
+        Need(("monitoring.coreos.com", "prometheusrules", "patch"), when="prometheus-rules"),
+        Need(("keda.sh", "scaledobjects", "patch"), when="keda")),
     "create_namespaced_custom_object": Need(("monitoring.coreos.com", "prometheusrules", "create"),
                                             when="prometheus-rules"),
     "delete_namespaced_custom_object": Need(("monitoring.coreos.com", "prometheusrules", "delete"),
@@ -397,6 +401,7 @@ TWO_NAMESPACES = "watchNamespaces={ehr,telehealth}"
 # name -> (--set values, watched namespaces, peering?, chart features, cluster discovery?)
 RESIDENCY, DELETION_COST = "residency.enabled=true", "podDeletionCost.enabled=true"
 NODE_WARMUP = "nodeWarmup.enabled=true"
+KEDA = "keda.enabled=true"
 SHAPES: dict[str, tuple[list[str], list[str], bool, set[str], bool]] = {
     "cluster-wide": ([], [], False, set(), True),
     "cluster-wide with peering": (["replicaCount=2"], [], True, set(), True),
@@ -419,6 +424,9 @@ SHAPES: dict[str, tuple[list[str], list[str], bool, set[str], bool]] = {
     "namespaced with PrometheusRules": ([TWO_NAMESPACES, "prometheusRules.enabled=true"], ["ehr", "telehealth"],
                                         False, {"prometheus-rules"}, True),
     "cluster-wide with node warm-up": ([NODE_WARMUP], [], False, {"node-warmup"}, True),
+    "cluster-wide with KEDA": ([KEDA], [], False, {"keda"}, True),
+    "namespaced with KEDA and peering": ([TWO_NAMESPACES, KEDA, "replicaCount=2"], ["ehr", "telehealth"], True,
+                                         {"keda"}, True),
     "namespaced with node warm-up": ([TWO_NAMESPACES, NODE_WARMUP], ["ehr", "telehealth"], False, {"node-warmup"},
                                      True),
     # Both patch deployments: residency its targets' pod templates, node warm-up its placeholders.
@@ -510,6 +518,9 @@ def _slo(namespace: str, features: set[str]) -> dict[str, Any]:
                  {"kind": "StatefulSet", "name": "ehr-db", "uid": "u2", "field": "replicas", "value": 3},
                  {"kind": "HorizontalPodAutoscaler", "name": "ehr-web", "uid": "u3", "field": "minReplicas", "value": 2}]
     status: dict[str, Any] = {"originals": originals}
+    if "keda" in features:
+        originals.append({"kind": "ScaledObject", "name": "ehr-keda", "uid": "u4", "field": "minReplicaCount",
+                          "value": 0})
     if "node-warmup" in features:
         status["reservation"] = {"replicas": 5, "needed": 6, "reachSeconds": 1260, "placeholders": "ed-triage-room",
                                  "applied": True}
@@ -566,6 +577,8 @@ HOOK_SHAPES: dict[str, tuple[list[str], list[str], set[str]]] = {
     "namespaced": ([TWO_NAMESPACES], ["ehr", "telehealth"], set()),
     "cluster-wide with node warm-up": ([NODE_WARMUP], [], {"node-warmup"}),
     "namespaced with node warm-up": ([TWO_NAMESPACES, NODE_WARMUP], ["ehr", "telehealth"], {"node-warmup"}),
+    "cluster-wide with KEDA": ([KEDA], [], {"keda"}),
+    "namespaced with KEDA": ([TWO_NAMESPACES, KEDA], ["ehr", "telehealth"], {"keda"}),
 }
 
 
@@ -587,6 +600,8 @@ def test_the_uninstall_hook_grants_exactly_what_the_release_command_uses(
     assert {("apps", "deployments/scale", "patch"), ("apps", "statefulsets/scale", "patch"),
             ("autoscaling", "horizontalpodautoscalers", "patch"), ("healthscale.io", "clinicalslos", "patch"),
             ("healthscale.io", "clinicalslos/status", "patch"), ("", "events", "create")} <= rules
+    # ... a ScaledObject's floor exactly when KEDA is on (only then can an operator have raised one) ...
+    assert (("keda.sh", "scaledobjects", "patch") in rules) == ("keda" in features)
     # ... and the placeholder Deployment was deleted exactly when node warm-up makes one.
     assert (("apps", "deployments", "delete") in rules) == ("node-warmup" in features)
 

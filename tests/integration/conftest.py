@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shlex
 import subprocess
 import time
 import urllib.error
@@ -80,11 +81,11 @@ def _start_addon_build() -> None:
     """tools/build-addons.sh in the background, detached from this session, at nice 10, unless a build
     runs already: it holds ADDON_BUILD_LOCK (pytest-xdist workers each collect, one build runs)."""
     STATE_DIR.mkdir(parents=True, exist_ok=True)
-    subprocess.Popen(
-        ["flock", "--nonblock", str(ADDON_BUILD_LOCK), "bash", "-c",
-         f'nice -n 10 bash "{ADDON_BUILD}" >"{ADDON_BUILD_LOG}" 2>&1'],
-        cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
+    # A shell that starts the build in a session of its own and exits at once: nothing here holds a
+    # handle to a process that outlives the test session.
+    build = f'nice -n 10 bash {shlex.quote(str(ADDON_BUILD))} >{shlex.quote(str(ADDON_BUILD_LOG))} 2>&1'
+    subprocess.run(["bash", "-c", f"setsid flock --nonblock {shlex.quote(str(ADDON_BUILD_LOCK))} bash -c "
+                    f"{shlex.quote(build)} </dev/null >/dev/null 2>&1 &"], cwd=REPO_ROOT, check=True, timeout=30)
 
 
 def _wait_for_addon_build() -> None:

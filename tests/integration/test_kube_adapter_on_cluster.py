@@ -159,12 +159,12 @@ def test_an_hpa_floor_written_by_healthscale_shows_in_the_next_read_despite_the_
     deployment(api, namespace, "ehr-api", 2)
     hpa(api, namespace, "ehr-api", 2)
     target = workloads.read(namespace, "Deployment", "ehr-api")
-    assert target.hpa is not None and (target.hpa.min_replicas, target.hpa.max_replicas) == (2, 30)
-    assert target.uid and target.hpa.uid and target.hpa.uid != target.uid
+    assert target.floor is not None and (target.floor.min_replicas, target.floor.max_replicas) == (2, 30)
+    assert target.uid and target.floor.uid and target.floor.uid != target.uid
 
-    workloads.write_field(namespace, "HorizontalPodAutoscaler", "ehr-api", target.hpa.uid, "minReplicas", 7)
+    workloads.write_field(namespace, "HorizontalPodAutoscaler", "ehr-api", target.floor.uid, "minReplicas", 7)
     again = workloads.read(namespace, "Deployment", "ehr-api")
-    assert again.hpa == ports.Hpa("ehr-api", target.hpa.uid, 7, 30)
+    assert again.floor == ports.Floor("ehr-api", target.floor.uid, 7, 30)
     managers = {entry.manager for entry in k8s_client.AutoscalingV2Api(api).read_namespaced_horizontal_pod_autoscaler(
         "ehr-api", namespace).metadata.managed_fields}
     assert kube.FIELD_MANAGER in managers

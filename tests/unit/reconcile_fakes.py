@@ -233,7 +233,7 @@ class FakeWorkloads:
         return ports.Target(
             kind=kind, name=name, uid=found.uid, replicas=found.value, ready_replicas=found.value,
             selector=selectors.label_selector(found.selector),
-            hpa=ports.Hpa(hpa.name, hpa.uid, hpa.value, hpa.max_replicas) if hpa is not None else None)
+            floor=ports.Floor(hpa.name, hpa.uid, hpa.value, hpa.max_replicas) if hpa is not None else None)
 
     def read_field(self, namespace: str, kind: str, name: str, field: ports.Field) -> ports.Written:
         self.log.append(f"workloads.read_field {kind}/{name}")

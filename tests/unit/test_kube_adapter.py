@@ -283,4 +283,4 @@ def test_an_empty_selector_lists_no_pods_and_sends_nothing(answering: tuple[Answ
 
 def test_the_old_error_names_are_the_ports_errors() -> None:
     assert kube.TargetNotFound is ports.NotFound and kube.ApiError is ports.ApiError
-    assert kube.Target is ports.Target and kube.Hpa is ports.Hpa
+    assert kube.Target is ports.Target and kube.Floor is ports.Floor

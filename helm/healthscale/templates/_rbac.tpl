@@ -28,6 +28,13 @@ framework). tests/chart/test_rbac_least_privilege.py derives the same set from t
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [list, patch]
+{{- if .Values.keda.enabled }}
+# The operator (keda.enabled): find a KEDA ScaledObject scaling the workload and move its
+# minReplicaCount (never KEDA's own HPA, which KEDA reconciles back).
+- apiGroups: [keda.sh]
+  resources: [scaledobjects]
+  verbs: [list, patch]
+{{- end }}
 {{- if or $residency $deletionCost }}
 # The operator: list pods ({{ if $residency }}residency.enabled: the audit of targets and of every pod in enforced
 # namespaces{{ end }}{{ if and $residency $deletionCost }}; {{ end }}{{ if $deletionCost }}podDeletionCost.enabled: the pods a scale-down costs{{ end }}).
@@ -143,6 +150,12 @@ ClinicalSLOs are served. */ -}}
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [patch]
+{{- if .Values.keda.enabled }}
+# healthscale release (keda.enabled): put back KEDA ScaledObjects' minReplicaCount.
+- apiGroups: [keda.sh]
+  resources: [scaledobjects]
+  verbs: [patch]
+{{- end }}
 # healthscale release: say on each ClinicalSLO what was restored and what was left.
 - apiGroups: [""]
   resources: [events]

@@ -1,16 +1,18 @@
 """The Kubernetes API as the service sees it: ``ports.Workloads`` and ``ports.Records``.
 
 Owns every request healthscale makes for its reconcile (Kopf's own aside): reading the target
-workload and its HPA, writing one field of one exact object, pod-deletion costs, SurgeSchedule
-status, and ClinicalSLO ``status.originals`` and finalizers. Also owns how any request is made
-(``Api``): a (connect, read) timeout on every call, no urllib3 retries, and the mapping of every
-failure to ``ports.NotFound`` or ``ports.ApiError``; ``adapters.placement`` uses the same.
+workload and the HPA or KEDA ScaledObject that scales it (``kinds.FLOORS``), writing one field of
+one exact object, pod-deletion costs, SurgeSchedule status, and ClinicalSLO ``status.originals``
+and finalizers. Also owns how any request is made (``Api``): a (connect, read) timeout on every
+call, no urllib3 retries, and the mapping of every failure to ``ports.NotFound`` or
+``ports.ApiError``; ``adapters.placement`` uses the same.
 
 Writes use the field manager ``healthscale`` and touch one field each: the scale subresource's
-``spec.replicas``, an HPA's ``spec.minReplicas``, a pod's pod-deletion-cost annotation, a status.
-Writes to a workload or HPA carry its uid as a precondition (``metadata.uid`` in the merge
-patch): the API server refuses the write when the object of that name is another one (deleted and
-re-created), and that refusal is a ``NotFound``.
+``spec.replicas``, an HPA's ``spec.minReplicas`` or a ScaledObject's ``spec.minReplicaCount`` (never
+KEDA's own HPA), a pod's pod-deletion-cost annotation, a status.
+Writes to a workload, HPA or ScaledObject carry its uid as a precondition (``metadata.uid`` in the
+merge patch): the API server refuses the write when the object of that name is another one
+(deleted and re-created), and that refusal is a ``NotFound``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import copy
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any
 
 import kubernetes
@@ -31,20 +33,20 @@ from healthscale.adapters import kinds
 from healthscale.domain import selectors
 
 FIELD_MANAGER = "healthscale"
-HPA_CACHE_SECONDS = 10.0
+FLOOR_CACHE_SECONDS = 10.0
+"""How long one list of a namespace's HPAs (or ScaledObjects) serves every ClinicalSLO there."""
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 TIMEOUT: tuple[float, float] = (3.0, 15.0)
 """Default (connect, read) timeout of every request, in seconds."""
 GROUP, VERSION = "healthscale.io", "v1alpha1"
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
-HPA_KIND = "HorizontalPodAutoscaler"
 
 # The errors of the ports, under the names the runtime and residency code have always used.
 TargetNotFound = ports.NotFound
 ApiError = ports.ApiError
 Target = ports.Target
-Hpa = ports.Hpa
+Floor = ports.Floor
 
 # The scale subresource's refusal when the scale's metadata.uid is not the workload's
 # (k8s.io/kubernetes pkg/registry/apps/*/storage: scaleUpdatedObjectInfo).
@@ -162,15 +164,38 @@ def _replicas(workload: Mapping[str, Any]) -> int:
     return 1 if replicas is None else int(replicas)  # the API's default
 
 
-def _hpa(item: Mapping[str, Any]) -> tuple[str, str, ports.Hpa]:
-    """(target kind, target name, the HPA) of one listed HPA."""
+def _hands_off(entry: kinds.FloorKind, item: Mapping[str, Any], name: str) -> str | None:
+    """Why healthscale must leave this floor alone: its owner paused scaling (KEDA's paused
+    annotations), or another floor owner controls it (KEDA's own HPA, which KEDA reconciles back)."""
+    annotations = _metadata(item).get("annotations") or {}
+    for annotation in entry.pause_annotations:
+        if annotation in annotations:
+            return (f"{entry.kind} {name} is paused ({annotation}: {annotations[annotation]!r}): its owner "
+                    f"holds the workload's replicas, and healthscale leaves {entry.field} as it is rather than "
+                    "fight the pause")
+    for owner in _metadata(item).get("ownerReferences") or []:
+        owning = kinds.FLOORS.get(str(owner.get("kind") or "")) if isinstance(owner, Mapping) else None
+        if owning is not None and owning.kind != entry.kind and owner.get("controller"):
+            return (f"{entry.kind} {name} is controlled by {owning.kind} {owner.get('name')}, which would undo a "
+                    f"change to its {entry.field}; healthscale leaves it (raising the {owning.kind}'s {owning.field} "
+                    f"needs the operator's --{owning.option} and the rights to patch {owning.resource})")
+    return None
+
+
+def _floor(entry: kinds.FloorKind, item: Mapping[str, Any]) -> tuple[str, str, ports.Floor]:
+    """(target kind, target name, the floor) of one listed HPA or ScaledObject."""
     spec = _spec(item)
     reference = spec.get("scaleTargetRef") or {}
-    floor = spec.get("minReplicas")
-    hpa = ports.Hpa(name=str(_metadata(item).get("name") or ""), uid=_uid(item),
-                    min_replicas=1 if floor is None else int(floor),  # the API's default
-                    max_replicas=int(spec["maxReplicas"]))
-    return str(reference.get("kind") or ""), str(reference.get("name") or ""), hpa
+    name = str(_metadata(item).get("name") or "")
+    floor, ceiling = spec.get(entry.field), spec.get(entry.ceiling)
+    if ceiling is None:
+        if entry.default_ceiling is None:
+            raise KeyError(f"{entry.kind} {name} has no spec.{entry.ceiling}")
+        ceiling = entry.default_ceiling
+    found = ports.Floor(name=name, uid=_uid(item), min_replicas=entry.default_floor if floor is None else int(floor),
+                        max_replicas=int(ceiling), kind=entry.kind, field=entry.field,
+                        hands_off=_hands_off(entry, item, name))
+    return str(reference.get("kind") or entry.default_target_kind), str(reference.get("name") or ""), found
 
 
 def _refuse(doing: str, why: str) -> ports.ApiError:
@@ -188,19 +213,26 @@ def read_workload(api: Api, apps: kubernetes.client.AppsV1Api, namespace: str, k
 
 
 class Workloads:
-    """``ports.Workloads``: Deployments and StatefulSets, their HPAs and pods, in any namespace."""
+    """``ports.Workloads``: Deployments and StatefulSets, the HPAs and ScaledObjects that scale them,
+    and their pods, in any namespace.
+
+    ``options``: the operator options that turn floor kinds on (``kinds.FloorKind.option``, e.g.
+    ``keda``); None turns every kind on. It decides which kinds are looked for as a workload's floor
+    owner; restoring a recorded floor works for every kind."""
 
     def __init__(self, api_client: kubernetes.client.ApiClient | None = None,
-                 timeout: tuple[float, float] = TIMEOUT) -> None:
+                 timeout: tuple[float, float] = TIMEOUT, options: Collection[str] | None = None) -> None:
         self._api = Api(api_client, timeout)
         self._apps = kubernetes.client.AppsV1Api(self._api.client)
         self._autoscaling = kubernetes.client.AutoscalingV2Api(self._api.client)
         self._core = kubernetes.client.CoreV1Api(self._api.client)
         self._custom = kubernetes.client.CustomObjectsApi(self._api.client)
-        # HPAs per namespace, listed at most every HPA_CACHE_SECONDS: one list serves every
-        # ClinicalSLO of the namespace instead of one list per ClinicalSLO per cycle.
-        self._hpas: dict[str, tuple[float, list[tuple[str, str, ports.Hpa]]]] = {}
-        self._hpas_lock = threading.Lock()
+        self._floor_kinds = [entry for entry in kinds.FLOORS.values()
+                             if entry.option is None or options is None or entry.option in options]
+        # Floor owners per (kind, namespace), listed at most every FLOOR_CACHE_SECONDS: one list
+        # serves every ClinicalSLO of the namespace instead of one list per ClinicalSLO per cycle.
+        self._floors: dict[tuple[str, str], tuple[float, list[tuple[str, str, ports.Floor]]]] = {}
+        self._floors_lock = threading.Lock()
 
     def close(self) -> None:
         self._api.client.close()  # type: ignore[no-untyped-call]
@@ -219,26 +251,44 @@ class Workloads:
                 replicas=_replicas(workload),
                 ready_replicas=int(status.get("readyReplicas") or 0),
                 selector=selectors.label_selector(_spec(workload).get("selector")),
-                hpa=self._hpa_for(namespace, kind, name),
+                floor=self._floor_for(namespace, kind, name),
             )
 
-    def _hpa_list(self, namespace: str) -> list[tuple[str, str, ports.Hpa]]:
-        now = time.monotonic()
-        with self._hpas_lock:
-            cached = self._hpas.get(namespace)
-        if cached is not None and now - cached[0] < HPA_CACHE_SECONDS:
-            return cached[1]
-        doing = f"list HPAs in {namespace}"
-        listed = self._api.json(doing, self._autoscaling.list_namespaced_horizontal_pod_autoscaler, namespace)
-        with errors(doing):
-            hpas = [_hpa(item) for item in _items(listed)]
-        with self._hpas_lock:
-            self._hpas[namespace] = (now, hpas)
-        return hpas
+    def _floor_api(self, entry: kinds.FloorKind) -> Any:
+        return self._custom if entry.custom else self._autoscaling
 
-    def _hpa_for(self, namespace: str, kind: str, name: str) -> ports.Hpa | None:
-        return next((hpa for target_kind, target_name, hpa in self._hpa_list(namespace)
-                     if target_kind == kind and target_name == name), None)
+    def _list_floors(self, entry: kinds.FloorKind, namespace: str, doing: str, **kwargs: Any) -> dict[str, Any]:
+        method = entry.method(self._floor_api(entry), entry.list)
+        where = (entry.group, entry.version, namespace, entry.resource) if entry.custom else (namespace,)
+        return self._api.json(doing, method, *where, **kwargs)
+
+    def _floor_list(self, entry: kinds.FloorKind, namespace: str) -> list[tuple[str, str, ports.Floor]]:
+        now = time.monotonic()
+        with self._floors_lock:
+            cached = self._floors.get((entry.kind, namespace))
+        if cached is not None and now - cached[0] < FLOOR_CACHE_SECONDS:
+            return cached[1]
+        doing = f"list {entry.kind}s in {namespace}"
+        try:
+            listed = self._list_floors(entry, namespace, doing)
+        except ports.NotFound:
+            if not entry.custom:
+                raise
+            listed = {}  # the cluster serves no such resource (KEDA not installed): none scales anything
+        with errors(doing):
+            floors = [_floor(entry, item) for item in _items(listed)]
+        with self._floors_lock:
+            self._floors[(entry.kind, namespace)] = (now, floors)
+        return floors
+
+    def _floor_for(self, namespace: str, kind: str, name: str) -> ports.Floor | None:
+        """The first floor owner, in ``kinds.FLOORS`` order, that scales this workload."""
+        for entry in self._floor_kinds:
+            found = next((floor for target_kind, target_name, floor in self._floor_list(entry, namespace)
+                          if target_kind == kind and target_name == name), None)
+            if found is not None:
+                return found
+        return None
 
     def read_field(self, namespace: str, kind: str, name: str, field: ports.Field) -> ports.Written:
         doing = f"read {field} of {kind} {namespace}/{name}"
@@ -246,17 +296,17 @@ class Workloads:
             workload = self._workload(namespace, kind, name)
             with errors(doing):
                 return ports.Written(kind, name, _uid(workload), _replicas(workload))
-        if kind == HPA_KIND and field == "minReplicas":
-            # A list by name, not a get: the operator's RBAC lists HPAs and needs no get.
-            listed = self._api.json(doing, self._autoscaling.list_namespaced_horizontal_pod_autoscaler,
-                                    namespace, field_selector=f"metadata.name={name}")
+        entry = kinds.FLOORS.get(kind)
+        if entry is not None and field == entry.field:
+            # A list by name, not a get: the operator's RBAC lists floor owners and needs no get.
+            listed = self._list_floors(entry, namespace, doing, field_selector=f"metadata.name={name}")
             with errors(doing):
                 for item in _items(listed):
-                    _, _, hpa = _hpa(item)
-                    if hpa.name == name:
-                        return ports.Written(kind, name, hpa.uid, hpa.min_replicas)
+                    _, _, floor = _floor(entry, item)
+                    if floor.name == name:
+                        return ports.Written(kind, name, floor.uid, floor.min_replicas)
             raise ports.NotFound(f"{doing}: not found")
-        raise _refuse(doing, f"healthscale reads replicas of {kinds.names()}, minReplicas of HPAs")
+        raise _refuse(doing, f"healthscale reads replicas of {kinds.names()}, {kinds.floor_names()}")
 
     # ----------------------------------------------------------------------------------- writes
 
@@ -265,36 +315,39 @@ class Workloads:
 
         replicas go through the scale subresource (RBAC ``deployments/scale``,
         ``statefulsets/scale``), which refuses a uid other than the workload's with a 409
-        "Precondition failed"; an HPA refuses a changed uid with a 422 ("field is immutable").
+        "Precondition failed"; an HPA or ScaledObject refuses a changed uid with a 422 ("field is
+        immutable").
         Both mean the object of that name is not the one recorded: ``NotFound``.
         """
         doing = f"set {field} of {kind} {namespace}/{name} (uid {uid}) to {value}"
         if not uid:
             raise _refuse(doing, "no uid to hold the write to; read the object first")
         body = {"metadata": {"uid": uid}, "spec": {field: value}}
-        entry = kinds.WORKLOADS.get(kind)
-        if entry is not None and field == "replicas":
-            self._write(doing, entry.method(self._apps, entry.patch_scale), name, namespace, body)
-        elif kind == HPA_KIND and field == "minReplicas":
+        workload, floor = kinds.WORKLOADS.get(kind), kinds.FLOORS.get(kind)
+        if workload is not None and field == "replicas":
+            self._write(doing, workload.method(self._apps, workload.patch_scale), name, namespace, body)
+        elif floor is not None and field == floor.field:
+            where = (floor.group, floor.version, namespace, floor.resource, name) if floor.custom else (name, namespace)
             try:
-                self._write(doing, self._autoscaling.patch_namespaced_horizontal_pod_autoscaler, name, namespace, body)
+                self._write(doing, floor.method(self._floor_api(floor), floor.patch), *where, body)
             finally:
-                self._forget_hpas(namespace)  # our own write must show in the next read
+                self._forget_floors(namespace)  # our own write must show in the next read
         else:
-            raise _refuse(doing, f"healthscale writes replicas of {kinds.names()}, minReplicas of HPAs")
+            raise _refuse(doing, f"healthscale writes replicas of {kinds.names()}, {kinds.floor_names()}")
 
-    def _write(self, doing: str, patch: Callable[..., Any], name: str, namespace: str, body: dict[str, Any]) -> None:
+    def _write(self, doing: str, patch: Callable[..., Any], *arguments: Any) -> None:
+        """``patch(*arguments)`` (the object's name and namespace, then the body) as a merge patch."""
         try:
-            self._api.json(doing, patch, name, namespace, body, field_manager=FIELD_MANAGER,
-                           _content_type=MERGE_PATCH)
+            self._api.json(doing, patch, *arguments, field_manager=FIELD_MANAGER, _content_type=MERGE_PATCH)
         except ports.ApiError as error:
             if error.status in (409, 422) and (_UID_PRECONDITION in str(error) or _UID_IMMUTABLE in str(error)):
                 raise ports.NotFound(f"{doing}: not written, the object was re-created (another uid): {error}") from error
             raise
 
-    def _forget_hpas(self, namespace: str) -> None:
-        with self._hpas_lock:
-            self._hpas.pop(namespace, None)
+    def _forget_floors(self, namespace: str) -> None:
+        with self._floors_lock:
+            for key in [key for key in self._floors if key[1] == namespace]:
+                del self._floors[key]
 
     # ------------------------------------------------------------------------------------- pods
 

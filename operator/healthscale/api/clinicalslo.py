@@ -416,22 +416,23 @@ class Original(common.Model):
     knows what to put back; restored when the ClinicalSLO is deleted, switched to Preview, or
     stops targeting the object."""
 
-    kind: Literal["Deployment", "StatefulSet", "HorizontalPodAutoscaler"]
-    """The kind of the object changed."""
+    kind: Literal["Deployment", "StatefulSet", "HorizontalPodAutoscaler", "ScaledObject"]
+    """The kind of the object changed (ScaledObject: KEDA's, keda.sh/v1alpha1)."""
     name: str = pydantic.Field(min_length=1, max_length=253)
     """Its name, in the ClinicalSLO's namespace."""
     uid: str = pydantic.Field(max_length=64)
     """Its uid: a re-created object of the same name is a different object and is never written."""
-    field: Literal["replicas", "minReplicas"]
-    """replicas (Deployment, StatefulSet) or minReplicas (HorizontalPodAutoscaler)."""
+    field: Literal["replicas", "minReplicas", "minReplicaCount"]
+    """replicas (Deployment, StatefulSet), minReplicas (HorizontalPodAutoscaler) or minReplicaCount
+    (ScaledObject)."""
     value: int = pydantic.Field(ge=0)
     """The value before healthscale first changed it."""
     scales: str | None = pydantic.Field(default=None, max_length=300)
-    """For an HPA: the workload it scaled (Kind/name). Should the HPA disappear while healthscale
-    holds its floor, this workload inherits the HPA's original floor as its own original."""
+    """For an HPA or ScaledObject: the workload it scaled (Kind/name). Should it disappear while
+    healthscale holds its floor, this workload inherits the original floor as its own original."""
     scales_uid: str | None = pydantic.Field(default=None, max_length=64)
-    """For an HPA: the uid of the workload it scaled. Only that object inherits the floor: a
-    workload re-created under the same name after the HPA went was never raised by healthscale."""
+    """For an HPA or ScaledObject: the uid of the workload it scaled. Only that object inherits the
+    floor: a workload re-created under the same name after the owner went was never raised by healthscale."""
 
 
 class Recommendation(common.Model):

@@ -317,9 +317,11 @@ def schedule_changed(body: kopf.Body, namespace: str | None, memo: Any, patch: k
 
 
 def make_runtime(prometheus_url: str, auth: prometheus.Auth, dry_run: bool, deletion_cost: bool = True,
-                 prometheus_rules: bool = True, node_warmup: room.Settings | None = room.Settings()) -> Runtime:
+                 prometheus_rules: bool = True, node_warmup: room.Settings | None = room.Settings(),
+                 floor_options: tuple[str, ...] = ("keda",)) -> Runtime:
+    """``floor_options``: the floor kinds turned on (``adapters.kinds.FloorKind.option``)."""
     kube.load_config()
-    workloads = kube.Workloads()
+    workloads = kube.Workloads(options=floor_options)
     return Runtime(cycle.Ports(prometheus.Client(prometheus_url, auth), workloads, kube.ClinicalSLOs(),
                                deletion_cost=deletion_cost), workloads, dry_run=dry_run,
                    rules=kube.PrometheusRules() if prometheus_rules else None,

@@ -37,6 +37,8 @@ class Options:
     webhook: webhook.Config = webhook.Config()
     pod_deletion_cost: bool = True
     prometheus_rules: bool = True
+    keda: bool = True
+    """Raise KEDA ScaledObjects' minReplicaCount (--no-keda: never list them)."""
     node_warmup: room.Settings | None = room.Settings()
     """How placeholder pods are made; None: --no-node-warmup."""
 
@@ -89,6 +91,7 @@ def run(options: Options) -> int:
         options.pod_deletion_cost,
         options.prometheus_rules,
         options.node_warmup,
+        floor_options=("keda",) if options.keda else (),
     )
     residency_runtime = residency.make_runtime(options.residency)
     # Admission in its own thread, before Kopf: every replica serves it, whatever peering decides.

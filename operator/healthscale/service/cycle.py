@@ -1,7 +1,8 @@
 """One reconcile of a ClinicalSLO, as a sequence of small steps.
 
 1. ``floors``: ``minReplicas`` and the surge floors in effect, from the spec and the calendar alone;
-2. ``target``: the workload and its HPA as they are now;
+2. ``target``: the workload and its floor owner (the HPA or KEDA ScaledObject that scales it) as
+   they are now; a paused floor owner is left as it is (the ``FloorOwner`` condition says why);
 3. ``records``: what healthscale changed before is kept, or put back (``restore.settle``);
 4. ``hold_floor``: in Active mode the target is raised to the floor *before* any metric is read,
    so a slow or broken Prometheus never delays a surge floor;
@@ -553,15 +554,16 @@ class Writer:
     scaled: bool = False
 
     def owner_floor(self, key: restore.Key) -> int:
-        """The HPA floor its owner set: recorded before healthscale's first write, else as found."""
+        """The floor (HPA, ScaledObject) its owner set: recorded before healthscale's first write, else
+        as found."""
         recorded = next((item for item in self.originals if key.same_object(item)), None)
         return recorded.value if recorded is not None else key.current
 
     def target_value(self, key: restore.Key, target: ports.Target, desired: int) -> int:
-        if target.hpa is None:
+        if target.floor is None:
             return desired
-        # Never below the floor the HPA's owner set, never above its ceiling (the API refuses it).
-        return min(max(desired, self.owner_floor(key)), target.hpa.max_replicas)
+        # Never below the floor the autoscaler's owner set, never above its ceiling (the API refuses it).
+        return min(max(desired, self.owner_floor(key)), target.floor.max_replicas)
 
     def write(self, key: restore.Key, value: int, why: str) -> restore.Key:
         """Move the field to ``value`` (Active mode only); returns the key with its new value.
@@ -576,13 +578,36 @@ class Writer:
             self.world.records.save_originals(namespace, name, [item.wire() for item in self.originals])
         self.world.workloads.write_field(namespace, key.kind, key.name, key.uid, key.field, value)
         self.scaled = True
-        if key.kind == restore.HPA:
+        if key.field != restore.WORKLOAD_FIELD:
             reason = "RaisedFloor" if value > key.current else "LoweredFloor"
-            self.events.append(Event("Normal", reason, f"HPA {key.name} minReplicas {key.current} -> {value}: {why}"))
+            self.events.append(Event("Normal", reason, f"{restore.label(key.kind)} {key.name} {key.field} "
+                                                       f"{key.current} -> {value}: {why}"))
         else:
             reason = "ScaledUp" if value > key.current else "ScaledDown"
             self.events.append(Event("Normal", reason, f"{key.kind} {key.name} {key.current} -> {value}: {why}"))
         return dataclasses.replace(key, current=value)
+
+
+FLOOR_OWNER = "FloorOwner"
+"""The condition that names the autoscaler whose floor healthscale moves, or why it leaves it alone."""
+
+
+def floor_owner(target: ports.Target, previous: Sequence[common.Condition], generation: int | None,
+                now: int) -> tuple[common.Condition, Event | None] | None:
+    """The FloorOwner condition (None when no autoscaler scales the target), and an Event when
+    healthscale starts leaving the floor alone."""
+    floor = target.floor
+    if floor is None:
+        return None
+    owner = f"{restore.label(floor.kind)} {floor.name}"
+    if floor.hands_off is not None:
+        found = condition(previous, FLOOR_OWNER, False, "LeftToOwner", floor.hands_off, generation, now)
+        earlier = next((item for item in previous if item.type == FLOOR_OWNER), None)
+        fresh = earlier is None or (earlier.status, earlier.reason) != (found.status, found.reason)
+        return found, Event("Normal", "FloorLeftToOwner", floor.hands_off) if fresh else None
+    message = (f"{owner} scales {target.kind} {target.name}: healthscale moves its {floor.field} "
+               f"(now {floor.min_replicas}, at most {floor.max_replicas}), never the {target.kind}'s replicas")
+    return condition(previous, FLOOR_OWNER, True, "Held", message, generation, now), None
 
 
 def _protect_busy_pods(ports_: Ports, namespace: str, target: ports.Target, pod_load: str) -> None:
@@ -655,7 +680,12 @@ def run(resource: clinicalslo.ClinicalSLO, schedules: Sequence[surgeschedule.Sur
     settled = restore.settle(ports_.workloads, namespace, originals, key if active else None)
     events += settled.events
     events += [Event("Warning", "RestoreFailed", f"could not restore {failure}; retrying") for failure in settled.failures]
-    writer = Writer(resource, ports_, settled.originals, settled.carried_floor, active)
+    owner = floor_owner(target, previous.conditions, generation, now)
+    if owner is not None and owner[1] is not None:
+        events.append(owner[1])
+    hands_off = target.floor is not None and target.floor.hands_off is not None
+    # A paused (or otherwise owned) floor is left as it is: nothing is written, its record is kept.
+    writer = Writer(resource, ports_, settled.originals, settled.carried_floor, active and not hands_off)
 
     # 4. hold the floor before reading any metric.
     write_error: Exception | None = None
@@ -701,7 +731,7 @@ def run(resource: clinicalslo.ClinicalSLO, schedules: Sequence[surgeschedule.Sur
     if write_error is None:
         value = writer.target_value(key, target, decision.desired_replicas)
         try:
-            if value < key.current and target.hpa is None and spec.indicators.pod_load and active \
+            if value < key.current and target.floor is None and spec.indicators.pod_load and writer.active \
                     and ports_.deletion_cost:
                 with contextlib.suppress(ports.MetricsError):  # no loads known: the ReplicaSet's own order
                     _protect_busy_pods(ports_, namespace, target, spec.indicators.pod_load)
@@ -712,7 +742,8 @@ def run(resource: clinicalslo.ClinicalSLO, schedules: Sequence[surgeschedule.Sur
 
     # 8. status
     mode_note = "Preview: computed, not applied" if spec.mode == clinicalslo.Mode.PREVIEW else (
-        "dry run: computed, not applied" if dry_run else "applied")
+        "dry run: computed, not applied" if dry_run else
+        f"not applied: {restore.label(key.kind)} {key.name} is left as it is (FloorOwner)" if hands_off else "applied")
     retry_after: float | None = None
     if write_error is not None:
         retryable = isinstance(write_error, ports.ApiError) and write_error.retryable
@@ -733,6 +764,8 @@ def run(resource: clinicalslo.ClinicalSLO, schedules: Sequence[surgeschedule.Sur
             generation, now))
     else:
         observation_conditions = observation.conditions
+    if owner is not None:
+        observation_conditions = (owner[0], *observation_conditions)
     outcome = observation.outcome
     availability = observation.objectives.get(slo.AVAILABILITY)
     burn = availability.report if availability is not None else None

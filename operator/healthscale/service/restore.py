@@ -1,19 +1,21 @@
 """What healthscale changed, and putting it back, in every order of events.
 
 Each change healthscale makes is one field of one exact object: a Deployment's or StatefulSet's
-``replicas``, or an HPA's ``minReplicas``. Before the first write to such a field, its value is
-recorded as a ``clinicalslo.Original`` keyed by kind, name and uid, and saved to the ClinicalSLO's
-status (``ports.Records``) *before* the write, so an operator killed between the two still knows
-what to restore. This module decides, every cycle and at deletion, what to do with the records:
+``replicas``, or the floor of the autoscaler that scales it (a floor owner: an HPA's ``minReplicas``,
+a KEDA ScaledObject's ``minReplicaCount``; never KEDA's own HPA, which KEDA reconciles back).
+Before the first write to such a field, its value is recorded as a ``clinicalslo.Original`` keyed
+by kind, name and uid, and saved to the ClinicalSLO's status (``ports.Records``) *before* the
+write, so an operator killed between the two still knows what to restore. This module decides,
+every cycle and at deletion, what to do with the records:
 
 - the object the cycle writes (``Key``) keeps its record;
 - any other recorded object is restored and its record dropped: the old target after a
-  ``targetRef`` rename, an HPA's floor after the workload lost its HPA, everything in Preview;
+  ``targetRef`` rename, a floor after the workload lost its floor owner, everything in Preview;
 - an object re-created under the same name (another uid) is never written: its record is dropped;
-- a workload's record is dropped, not restored, once an HPA manages it (the HPA sets its replicas;
-  writing them back would fight it and could scale down blindly);
-- an HPA that disappears while its floor is held hands its original floor on to the workload it
-  scaled (that very object, by uid), which healthscale now scales directly.
+- a workload's record is dropped, not restored, once a floor owner manages it (the HPA or KEDA sets
+  its replicas; writing them back would fight it and could scale down blindly);
+- a floor owner that disappears while its floor is held hands its original floor on to the
+  workload it scaled (that very object, by uid), which healthscale now scales directly.
 
 Restores always run, in Preview and in dry runs too: they only undo healthscale's own changes.
 """
@@ -28,6 +30,17 @@ from healthscale.api import clinicalslo
 from healthscale.service import events as events_
 
 HPA = "HorizontalPodAutoscaler"
+WORKLOAD_FIELD: ports.Field = "replicas"
+"""The field healthscale writes on a workload; every other field is a floor owner's floor."""
+
+
+def label(kind: str) -> str:
+    """How Events name a kind: ``HPA`` for the HorizontalPodAutoscaler, else the kind."""
+    return "HPA" if kind == HPA else kind
+
+
+def is_floor(original: clinicalslo.Original) -> bool:
+    return original.field != WORKLOAD_FIELD
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,17 +53,19 @@ class Key:
     field: ports.Field
     current: int
     scales: tuple[str, str] | None = None
-    """For an HPA's floor: the (kind, name) of the workload it scales."""
+    """For a floor: the (kind, name) of the workload its owner scales."""
     scales_uid: str | None = None
-    """For an HPA's floor: the uid of the workload it scales."""
+    """For a floor: the uid of the workload its owner scales."""
 
     @staticmethod
     def of(target: ports.Target) -> Key:
-        """What a cycle moves: the HPA's floor when an HPA scales the target, else its replicas."""
-        if target.hpa is not None:
-            return Key(HPA, target.hpa.name, target.hpa.uid, "minReplicas", target.hpa.min_replicas,
+        """What a cycle moves: the floor of the HPA or ScaledObject that scales the target, if one
+        does, else its replicas."""
+        if target.floor is not None:
+            floor = target.floor
+            return Key(floor.kind, floor.name, floor.uid, floor.field, floor.min_replicas,
                        (target.kind, target.name), target.uid)
-        return Key(target.kind, target.name, target.uid, "replicas", target.replicas)
+        return Key(target.kind, target.name, target.uid, WORKLOAD_FIELD, target.replicas)
 
     def same_object(self, original: clinicalslo.Original) -> bool:
         return (original.kind, original.name, original.field) == (self.kind, self.name, self.field)
@@ -73,8 +88,9 @@ class Settled:
     originals: tuple[clinicalslo.Original, ...]
     events: tuple[events_.Event, ...]
     carried_floor: int | None = None
-    """The original floor of an HPA that disappeared while healthscale held it: the workload's
-    own original from now on (what was there before healthscale, not the surge value)."""
+    """The original floor of a floor owner (HPA, ScaledObject) that disappeared while healthscale
+    held it: the workload's own original from now on (what was there before healthscale, not the
+    surge value)."""
     failures: tuple[str, ...] = ()
     """Restores that failed and are kept for the next attempt (or given up at deletion)."""
     retryable: bool = False
@@ -127,9 +143,10 @@ def settle(workloads: ports.Workloads, namespace: str, originals: Sequence[clini
                                       f"its record ({describe(original)}) is dropped, never written to the new object"))
             continue
         if writing is not None and writing.scales == (original.kind, original.name):
-            done.append(events_.Event("Normal", "ManagedByHPA",
-                                      f"HPA {writing.name} now scales {original.kind} {original.name}; its replicas "
-                                      f"are the HPA's to set, so {describe(original)} is not written back"))
+            owner = label(writing.kind)
+            done.append(events_.Event("Normal", f"ManagedBy{owner}",
+                                      f"{owner} {writing.name} now scales {original.kind} {original.name}; its "
+                                      f"replicas are the {owner}'s to set, so {describe(original)} is not written back"))
             continue
         try:
             event = put_back(workloads, namespace, original)
@@ -138,13 +155,13 @@ def settle(workloads: ports.Workloads, namespace: str, originals: Sequence[clini
             failures.append(f"{describe(original)}: {error}")
             retryable = retryable and error.retryable
             continue
-        if event.reason == "NothingToRestore" and writing is not None and original.kind == HPA \
+        if event.reason == "NothingToRestore" and writing is not None and is_floor(original) \
                 and original.scales == f"{writing.kind}/{writing.name}" \
                 and original.scales_uid in (None, "", writing.uid):
             carried = original.value if carried is None else max(carried, original.value)
         done.append(event)
     if carried is not None and writing is not None and not any(writing.same_object(item) for item in kept):
-        # Recorded now, not at the workload's first write: the HPA usually left it at the floor
-        # already, so no write may follow, and the HPA's record is gone after this status write.
+        # Recorded now, not at the workload's first write: the floor owner usually left it at the
+        # floor already, so no write may follow, and the owner's record is gone after this status write.
         kept.append(writing.record(carried))
     return Settled(tuple(kept), tuple(done), carried, tuple(failures), retryable and bool(failures))
