@@ -6,9 +6,9 @@ the API server and Prometheus answer), otherwise it runs
 session. If a prerequisite is missing (binaries, Prometheus, the traces) the
 fixture FAILS with up.sh's explanation of what is missing and how to get it.
 
-Several pytest sessions may share one checkout: each registers itself in
-``.devcluster/users/<pid>``, and the session that started the cluster stops it
-only if no other live session is still using it. Decisions are taken under
+Several pytest sessions (and pytest-xdist workers) may share one checkout: each
+registers itself in ``.devcluster/users/<pid>``; a cluster a session started is
+stopped by the last live session using it (one started by hand is left running). Decisions are taken under
 ``.devcluster/lock``, the lock up.sh and down.sh use.
 
 Add-ons (Karpenter's KWOK provider, KEDA): tests marked ``addons`` run last in the session, and
@@ -46,6 +46,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 STATE_DIR = Path(os.environ.get("DEVCLUSTER_STATE_DIR", REPO_ROOT / ".devcluster"))
 UP = REPO_ROOT / "tools" / "devcluster" / "up.sh"
 DOWN = REPO_ROOT / "tools" / "devcluster" / "down.sh"
+STARTED_BY_PYTEST = STATE_DIR / "users" / "started-by-pytest"
+"""Written when a session starts the cluster; down.sh deletes users/ with the rest of the state."""
 UP_TIMEOUT_S = float(os.environ.get("HEALTHSCALE_DEVCLUSTER_UP_TIMEOUT", "1800"))
 
 
@@ -239,6 +241,8 @@ def _start_cluster(env: dict[str, str]) -> DevCluster:
         pytest.fail("tools/devcluster/up.sh succeeded but the API server or Prometheus "
                     f"does not answer; see {STATE_DIR / 'logs'}", pytrace=False)
     print(f"\ndevcluster: started in {time.monotonic() - started:.0f}s")
+    STARTED_BY_PYTEST.parent.mkdir(parents=True, exist_ok=True)
+    STARTED_BY_PYTEST.write_text("a pytest session started this cluster: the last one using it stops it\n")
     return DevCluster(cluster.kubeconfig, cluster.prometheus_url, cluster.env, started_here=True)
 
 
@@ -255,7 +259,7 @@ def devcluster() -> Iterator[DevCluster]:
         with _state_lock() as env:
             me.unlink(missing_ok=True)
             others = _other_live_users()
-            if not cluster.started_here or os.environ.get("HEALTHSCALE_KEEP_DEVCLUSTER") == "1":
+            if not STARTED_BY_PYTEST.exists() or os.environ.get("HEALTHSCALE_KEEP_DEVCLUSTER") == "1":
                 pass
             elif others:
                 print(f"\ndevcluster: left running, still used by pytest pid(s) {others}")

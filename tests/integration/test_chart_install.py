@@ -195,7 +195,8 @@ def start_operator(devcluster: DevCluster, release: Release, kubeconfig: Path, l
         return subprocess.Popen(
             [sys.executable, "-m", "healthscale", "run", "--prometheus-url", devcluster.prometheus_url,
              "--namespace", release.watched, *(["--peering", release.fullname] if peering else []),
-             "--metrics-port", "0", "--health-port", "0"],
+             # As the chart runs it by default (keda.enabled false: no rights on ScaledObjects).
+             "--no-keda", "--metrics-port", "0", "--health-port", "0"],
             cwd=REPO_ROOT, stdout=output, stderr=subprocess.STDOUT,
             env={**os.environ, "KUBECONFIG": str(kubeconfig)},
         )

@@ -117,7 +117,8 @@ def container(devcluster: DevCluster, image: str, installed: Release,
            "--security-opt", "no-new-privileges", *ulimits(),
            "--volume", f"{kubeconfig}:/etc/healthscale/kubeconfig:ro", "--env", "KUBECONFIG=/etc/healthscale/kubeconfig",
            image, "run", "--prometheus-url", devcluster.prometheus_url, "--namespace", installed.watched,
-           "--metrics-port", "0", "--health-port", "0")
+           # As the chart runs it by default (keda.enabled false: no rights on ScaledObjects).
+           "--no-keda", "--metrics-port", "0", "--health-port", "0")
     try:
         time.sleep(3)
         state = podman("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name).stdout.strip()
