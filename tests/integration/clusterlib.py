@@ -91,6 +91,22 @@ def release_and_delete(api: k8s_client.ApiClient, namespace: str, grace: float =
     k8s_client.CoreV1Api(api).delete_namespace(namespace)
 
 
+PLACEHOLDER_PRIORITY_CLASS = "healthscale-placeholder"
+
+
+def placeholder_priority_class(api: k8s_client.ApiClient) -> str:
+    """The negative PriorityClass the Helm chart creates for node room, made if missing (left in place:
+    other runs use it too); its name."""
+    try:
+        k8s_client.SchedulingV1Api(api).create_priority_class(k8s_client.V1PriorityClass(
+            metadata=k8s_client.V1ObjectMeta(name=PLACEHOLDER_PRIORITY_CLASS), value=-10, preemption_policy="Never",
+            global_default=False, description="healthscale placeholder pods: node room real pods preempt"))
+    except k8s_client.ApiException as error:
+        if error.status != 409:
+            raise
+    return PLACEHOLDER_PRIORITY_CLASS
+
+
 def status_of(api: k8s_client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
     """A ClinicalSLO's status ({} before the first cycle)."""
     found = k8s_client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, "clinicalslos", name)

@@ -40,14 +40,14 @@ import yaml
 from kubernetes import client as k8s_client
 
 from clusterlib import (ED_DEMAND, GROUP, REPO_ROOT, VERSION, DevCluster, release_and_delete, running_operator,
-                        status_of, wait_until)
+                        PLACEHOLDER_PRIORITY_CLASS, placeholder_priority_class, status_of, wait_until)
 
 pytestmark = [pytest.mark.integration, pytest.mark.addons]
 
 KARPENTER = REPO_ROOT / "tools" / "devcluster" / "karpenter.sh"
 ARTIFACT = REPO_ROOT / "out" / "karpenter-warmup.json"
 NODEPOOLS = ("karpenter.sh", "v1", "nodepools")
-PRIORITY_CLASS = "healthscale-placeholder"
+PRIORITY_CLASS = PLACEHOLDER_PRIORITY_CLASS
 REGION_LABEL = "node-restriction.kubernetes.io/region"
 """The admin-only region label: Karpenter puts it on its nodes from the NodePool's labels."""
 TAINT = {"key": "devcluster.healthscale.io/autoscaled", "value": "true", "effect": "NoSchedule"}
@@ -64,15 +64,7 @@ WORLDS = {"warm": NODE_SECONDS + MARGIN, "cold": 0}
 
 @pytest.fixture(scope="module")
 def priority_class(api: k8s_client.ApiClient) -> str:
-    """The negative PriorityClass the Helm chart creates (left in place: other runs use it too)."""
-    try:
-        k8s_client.SchedulingV1Api(api).create_priority_class(k8s_client.V1PriorityClass(
-            metadata=k8s_client.V1ObjectMeta(name=PRIORITY_CLASS), value=-10, preemption_policy="Never",
-            global_default=False, description="healthscale placeholder pods: node room real pods preempt"))
-    except k8s_client.ApiException as error:
-        if error.status != 409:
-            raise
-    return PRIORITY_CLASS
+    return placeholder_priority_class(api)
 
 
 def _epoch(stamp: dt.datetime | str | None) -> float | None:

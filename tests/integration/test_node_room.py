@@ -25,26 +25,17 @@ import pytest
 from kubernetes import client as k8s_client
 
 from clusterlib import (ED_DEMAND, GROUP, VERSION, DevCluster, deployment, release_and_delete, running_operator,
-                        status_of, wait_until)
+                        PLACEHOLDER_PRIORITY_CLASS, placeholder_priority_class, status_of, wait_until)
 
 pytestmark = pytest.mark.integration
 
-PRIORITY_CLASS = "healthscale-placeholder"
+PRIORITY_CLASS = PLACEHOLDER_PRIORITY_CLASS
 FLOOR = 6
 
 
 @pytest.fixture(scope="module")
 def priority_class(api: k8s_client.ApiClient) -> str:
-    """The negative PriorityClass the Helm chart creates (left in place: other runs use it too)."""
-    scheduling = k8s_client.SchedulingV1Api(api)
-    try:
-        scheduling.create_priority_class(k8s_client.V1PriorityClass(
-            metadata=k8s_client.V1ObjectMeta(name=PRIORITY_CLASS), value=-10, preemption_policy="Never",
-            global_default=False, description="healthscale placeholder pods: node room real pods preempt"))
-    except k8s_client.ApiException as error:
-        if error.status != 409:
-            raise
-    return PRIORITY_CLASS
+    return placeholder_priority_class(api)
 
 
 @pytest.fixture(scope="module")
