@@ -101,11 +101,16 @@ def test_an_active_slo_scales_its_deployment_to_the_plan_and_explains_it(
         namespace, field_selector="involvedObject.kind=ClinicalSLO").items
     scaled = [event for event in events if event.reason == "ScaledUp"]
     assert scaled and f"1 -> {desired}" in scaled[0].message
-    pods = wait_until("the new pods scheduled on KWOK nodes", lambda: [
-        pod for pod in k8s_client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector="app=ehr-api").items
-        if pod.spec.node_name] if len(k8s_client.CoreV1Api(api).list_namespaced_pod(
-            namespace, label_selector="app=ehr-api").items) == desired else None)
-    assert len(pods) == desired
+
+    def scheduled_pods() -> list[k8s_client.V1Pod] | None:
+        # One listing per poll: the pod count and their binding must come from the same read.
+        pods = k8s_client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector="app=ehr-api").items
+        bound = [pod for pod in pods if pod.spec.node_name]
+        return bound if len(pods) == desired and len(bound) == desired else None
+
+    pods = wait_until("all the new pods scheduled on KWOK nodes", scheduled_pods)
+    nodes = {node.metadata.name for node in k8s_client.CoreV1Api(api).list_node().items}
+    assert len(pods) == desired and {pod.spec.node_name for pod in pods} <= nodes
 
 
 def test_deleting_the_slo_restores_the_replicas_it_found(
