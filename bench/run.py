@@ -194,6 +194,9 @@ WARM_UP_HEADER = "## Node warm-up: nodes that take time to add (issue 13)"
 KARPENTER_HEADER = "## Node warm-up on a real Karpenter (issue 13)"
 """Kept as it is: tests/integration/test_karpenter_warmup.py records the timelines on the local stack and
 bench/karpenter_timeline.py --benchmarks rewrites this section."""
+DEFERRAL_HEADER = "## Deferring non-critical work: room for a surge (issue 16)"
+"""Kept as it is: tests/integration/test_deferral_room.py records the timelines on the local stack and
+bench/deferral_timeline.py --benchmarks rewrites this section."""
 
 
 def _warm_up(scratch: pathlib.Path) -> list[str]:
@@ -311,6 +314,7 @@ def _write(sections: list[tuple[str, str, str]], figures: dict[str, float],
     # --skip-warm-up keeps the last measured section.
     lines += warm_up if warm_up is not None else _kept_section(WARM_UP_HEADER)
     lines += _kept_section(KARPENTER_HEADER)
+    lines += _kept_section(DEFERRAL_HEADER)
     # --skip-cluster keeps the last measured scale section (its date and command are in it).
     lines += _scale_lines(scale) if scale is not None else _kept_section(SCALE_HEADER)
     (ROOT / "BENCHMARKS.md").write_text("\n".join(lines))

@@ -67,6 +67,12 @@ STANDALONE = frozenset({"tests/integration/test_alert_rules_fire.py", "tests/int
 use the local cluster; tests/integration/conftest.py fails the collection if one starts to."""
 
 
+BESIDE = frozenset({"tests/integration/test_deferral_on_cluster.py", "tests/integration/test_deferral_room.py",
+                    "tests/integration/test_deferral_keda.py"})
+"""Cluster tests that need nothing of the others' timing (their own namespaces, nodes and operators, no
+restarts of shared parts): each module may run on the other worker, beside the ordered ones."""
+
+
 def uses_the_cluster(nodeid: str) -> bool:
     module = nodeid.split("::", 1)[0]
     return module.startswith("tests/integration/") and module not in STANDALONE
@@ -84,14 +90,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """`make test` runs two pytest-xdist workers: every test of the one local cluster goes to one worker,
     in collection order (the cluster's tests are not independent of each other's timing), while the
-    other worker takes the unit, chart and standalone tests module by module."""
+    other worker takes the unit, chart, standalone and ``BESIDE`` tests module by module."""
     if config.getvalue("dist") != "load":
         return None
     from xdist.scheduler import LoadScopeScheduling  # only where xdist runs the session
 
     class ClusterInOrder(LoadScopeScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
-            return "the local cluster" if uses_the_cluster(nodeid) else nodeid.split("::", 1)[0]
+            module = nodeid.split("::", 1)[0]
+            return "the local cluster" if uses_the_cluster(nodeid) and module not in BESIDE else module
 
     return ClusterInOrder(config, log)
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from healthscale.api import clinicalslo, crdgen, manifests, surgeschedule
-from healthscale.backtest import replay, report, trace
+from healthscale.backtest import deferral as backtest_deferral, replay, report, trace
 from healthscale.domain import residency as residency_rules
 
 if TYPE_CHECKING:  # the runtime (Kopf, kubernetes) is imported only by `healthscale run`
@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # the runtime (Kopf, kubernetes) is imported only by `healths
 EXIT_BAD_INPUT = 2
 EXIT_LEFT = 1
 EXIT_NOT_FOUND = 1
+MAX_DEFERRABLE_REPLICAS = 1_000_000
 
 DESCRIPTION = ("healthscale scales clinical workloads ahead of predictable surges. Commands: backtest (replay a "
                "demand trace), run (the operator), explain (a ClinicalSLO's latest decision), crds (write the "
@@ -78,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
                           help="a replica beyond the nodes' room waits this long for a node (every policy alike); "
                                "healthscale reserves room ahead of need and is also replayed without doing so "
                                "(default: the SLO's capacity.nodeProvisioningSeconds; 0: room is never short)")
+    backtest.add_argument("--deferrable-replicas", type=int, default=None, metavar="N",
+                          help="with a --schedule that has spec.defer: the usual replicas of the workloads spec.defer "
+                               "selects, summed; the report then shows the replica-hours deferred per surge window, "
+                               "and PLAN.csv a deferred_replicas column")
 
     run = commands.add_parser(
         "run", help="run the operator (in-cluster, or with the kubeconfig named by KUBECONFIG)",
@@ -123,6 +128,13 @@ def _parser() -> argparse.ArgumentParser:
                      help="when a KEDA ScaledObject scales the target, raise the ScaledObject's minReplicaCount "
                      "(never KEDA's own HPA); needs list and patch on scaledobjects.keda.sh (--no-keda: never "
                      "list them; an HPA KEDA controls is then left as it is)")
+    run.add_argument("--deferral", action=argparse.BooleanOptionalAction, default=True,
+                     help="act on SurgeSchedules' spec.defer: shrink or suspend the selected non-critical workloads "
+                     "during surges and put them back after; needs list, get and patch on deployments, statefulsets, "
+                     "cronjobs and jobs (and scaledobjects with --keda) (--no-deferral: never list or write them)")
+    run.add_argument("--deferral-seconds", type=float, default=20.0, metavar="SECONDS",
+                     help="how often SurgeSchedules' spec.defer is acted on (default 20): deferral ends at most this "
+                     "long after its window")
     run.add_argument("--node-warmup", action=argparse.BooleanOptionalAction, default=True,
                      help="for ClinicalSLOs with capacity.nodeProvisioningSeconds, hold node room ahead of need with "
                      "a placeholder Deployment per ClinicalSLO, owned by it (--no-node-warmup: report the room "
@@ -170,6 +182,11 @@ def _parser() -> argparse.ArgumentParser:
     release.add_argument("--exit-zero", action="store_true",
                          help="exit 0 even when something was left unrestored (still printed, and posted as a "
                          "Warning Event): the Helm hook uses it so that a refused restore never blocks an uninstall")
+    release.add_argument("--deferral", action=argparse.BooleanOptionalAction, default=True,
+                         help="also put back what SurgeSchedules' spec.defer deferred (status.deferred) and remove "
+                         "their finalizer healthscale.io/restore-deferred (--no-deferral: as the operator's flag)")
+    release.add_argument("--keda", action=argparse.BooleanOptionalAction, default=True,
+                         help="with --deferral, also restore paused KEDA ScaledObjects (--no-keda: as the operator's flag)")
 
     explain = commands.add_parser(
         "explain", help="print a ClinicalSLO's latest decision, its signals and conditions (from its status)",
@@ -264,6 +281,8 @@ def _backtest(arguments: argparse.Namespace) -> int:
     if arguments.node_provisioning_seconds is not None \
             and not 0 <= arguments.node_provisioning_seconds <= clinicalslo.MAX_NODE_PROVISIONING_SECONDS:
         raise ValueError(f"--node-provisioning-seconds must be between 0 and {clinicalslo.MAX_NODE_PROVISIONING_SECONDS}")
+    if arguments.deferrable_replicas is not None and not 0 <= arguments.deferrable_replicas <= MAX_DEFERRABLE_REPLICAS:
+        raise ValueError(f"--deferrable-replicas must be between 0 and {MAX_DEFERRABLE_REPLICAS}")
     _input_file("--trace", arguments.trace)
     _input_file("--slo", arguments.slo)
     if arguments.schedule is not None:
@@ -294,7 +313,10 @@ def _backtest(arguments: argparse.Namespace) -> int:
                                progress=lambda _: bar.update(), with_references=not arguments.no_references,
                                node_provisioning_seconds=arguments.node_provisioning_seconds)
     elapsed = time.perf_counter() - started
-    _written("--output", arguments.output, lambda: report.write_plan(result, arguments.output))
+    defer = schedule.spec.defer if schedule is not None else None
+    held = (backtest_deferral.over_replay(defer, result, arguments.deferrable_replicas)
+            if defer is not None and arguments.deferrable_replicas is not None else None)
+    _written("--output", arguments.output, lambda: report.write_plan(result, arguments.output, held))
     print(f"{demand.path.name}: {intervals} intervals of {demand.step}s replayed in {elapsed:.1f}s "
           f"(warm-up {warmup:g} days); plan written to {arguments.output}")
     for note in result.notes:
@@ -307,6 +329,13 @@ def _backtest(arguments: argparse.Namespace) -> int:
     if warm_up is not None:
         print(warm_up)
     print(f"forecast calibration: {report.calibration(result).describe()}")
+    if held is not None:
+        print()
+        print(report.deferral(held))
+    elif defer is not None:
+        print(f"note: {report.NEEDS_REPLICAS}")
+    elif arguments.deferrable_replicas is not None:
+        print("note: --deferrable-replicas is unused: no --schedule with spec.defer")
     if arguments.plot:
         _written("--plot", arguments.plot, lambda: report.plot(result, arguments.plot))
         print(f"plot written to {arguments.plot}")
@@ -480,11 +509,60 @@ def _release(arguments: argparse.Namespace) -> int:
             left = left or (not arguments.dry_run and not outcome.ok)
         print(f"{len(items)} ClinicalSLO(s){' (dry run)' if arguments.dry_run else ''}"
               f"{'; something was left, see above' if left else ''}")
+        if arguments.deferral:
+            left = _release_deferrals(arguments) or left
     finally:
         slos.close()
         workloads.close()
         placeholders.close()
     return EXIT_LEFT if left and not arguments.exit_zero else 0
+
+
+def _release_deferrals(arguments: argparse.Namespace) -> bool:
+    """Put back what SurgeSchedules deferred and remove their finalizer; whether anything was left."""
+    from healthscale import ports
+    from healthscale.adapters import deferrables
+    from healthscale.api import surgeschedule
+    from healthscale.service import deferral
+
+    namespaces = tuple(arguments.namespaces)
+    port = deferrables.Deferrables(options=("keda",) if arguments.keda else (), namespaces=namespaces)
+    try:
+        if arguments.dry_run:
+            try:
+                bodies = port.schedules()
+            except (ports.NotFound, ports.ApiError) as error:
+                print(f"error: could not list SurgeSchedules: {error}", file=sys.stderr)
+                return True
+            held = [(body, surgeschedule.read_status(body.get("status"))[0]) for body in bodies]
+            for body, status in held:
+                for record in status.deferred:
+                    print(f"SurgeSchedule {body['metadata'].get('namespace')}/{body['metadata'].get('name')}: would "
+                          f"restore {record.kind} {record.name} {record.field} to {record.original.wire() or 'unset'}")
+            print(f"{sum(len(status.deferred) for _, status in held)} deferred object(s) (dry run)")
+            return False
+        deferrer = deferral.Deferrer(port, port.kinds, serves=lambda namespace: not namespaces or namespace in namespaces)
+        try:
+            outcomes = deferrer.release_all()
+        except (ports.NotFound, ports.ApiError) as error:
+            print(f"error: could not list SurgeSchedules: {error}", file=sys.stderr)
+            return True
+        left = False
+        for outcome in outcomes:
+            for event in outcome.events:
+                print(f"SurgeSchedule {outcome.namespace}/{outcome.name}: {event.reason}: {event.message}", flush=True)
+                for involved in event.on:
+                    try:
+                        port.post_event(involved, event.type, event.reason, event.message)
+                    except (ports.NotFound, ports.ApiError) as error:
+                        print(f"  (Event not posted: {error})")
+            for problem in outcome.problems:
+                print(f"SurgeSchedule {outcome.namespace}/{outcome.name}: {problem}", flush=True)
+            left = left or bool(outcome.problems) or any(event.reason == "RestoreFailed" for event in outcome.events)
+        print(f"{len(outcomes)} SurgeSchedule(s) with deferred work{'; something was left, see above' if left else ''}")
+        return left
+    finally:
+        port.close()
 
 
 def _kubeconfig_path() -> pathlib.Path | None:
@@ -584,6 +662,8 @@ def _run(arguments: argparse.Namespace) -> int:
             pod_deletion_cost=arguments.pod_deletion_cost,
             prometheus_rules=arguments.prometheus_rules,
             keda=arguments.keda,
+            deferral=arguments.deferral,
+            deferral_seconds=_interval("--deferral-seconds", arguments.deferral_seconds),
             node_warmup=_node_warmup(arguments),
             residency=residency.Config(
                 region_label=_region_label(arguments.region_label),

@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from healthscale.domain import residency
+from healthscale.domain import deferral, residency
 
 MetricsReason = Literal["PrometheusUnavailable", "InvalidQuery", "BadResponse"]
 METRICS_REASONS: tuple[MetricsReason, ...] = ("PrometheusUnavailable", "InvalidQuery", "BadResponse")
@@ -241,3 +241,52 @@ class NamespaceAudit(Protocol):
         ...
 
     def nodes(self) -> dict[str, dict[str, str]]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Involved:
+    """The object an Event is about."""
+
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+    uid: str
+
+
+class Deferrables(Protocol):
+    """What deferring non-critical work reads and writes (``adapters.deferrables``).
+
+    Reads raise ``ApiError`` (never a partial answer); ``write`` raises ``NotFound`` when the object
+    is gone or re-created, and ``ApiError`` with status 409 when the field no longer holds the value
+    the plan expected (someone else changed it: nothing was written)."""
+
+    def schedules(self) -> list[dict[str, Any]]:
+        """Every SurgeSchedule the operator serves, as JSON."""
+        ...
+
+    def clinical_slos(self, namespace: str) -> list[dict[str, Any]]:
+        """Every ClinicalSLO in the namespace, as JSON (their spec.targetRef, criticality, mode, status)."""
+        ...
+
+    def selected(self, namespace: str, selector: str, kinds: tuple[str, ...]) -> list[deferral.Workload]:
+        """The objects of these kinds the label selector matches."""
+        ...
+
+    def read(self, namespace: str, kind: str, name: str) -> deferral.Workload | None:
+        """One object by name; None when there is none."""
+        ...
+
+    def write(self, namespace: str, write: deferral.Write) -> None:
+        """Set one field of the object with exactly ``write.uid`` if it still holds ``write.expected``."""
+        ...
+
+    def save_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge these (camelCase) fields into the SurgeSchedule's status; NotFound when it is gone."""
+        ...
+
+    def set_finalizer(self, namespace: str, name: str, uid: str, present: bool) -> None:
+        """Add or remove healthscale's deferral finalizer on the SurgeSchedule with this uid."""
+        ...
+
+    def post_event(self, involved: Involved, type_: str, reason: str, message: str) -> None: ...

@@ -69,7 +69,7 @@ class Need:
     when: str | None = None
     """The chart features that turn the code path on; None: always. Alternatives joined by " or ",
     features that must all be on by "+": "residency or deletion-cost", "residency+evict". Features:
-    residency, webhook, evict, deletion-cost, prometheus-rules, node-warmup, keda, peering, clusterwide,
+    residency, webhook, evict, deletion-cost, prometheus-rules, node-warmup, keda, deferral, peering, clusterwide,
     namespaced (and namespace-observation, which Kopf's own rules cover, see KOPF_NAMESPACE_OBSERVATION)."""
     name: str = "*"
     """The one object it applies to, when the call names a fixed object."""
@@ -117,15 +117,29 @@ CLIENT_CALLS: dict[str, Need | tuple[Need, ...]] = {
                                         when="residency+peering+clusterwide")),
     # adapters/kube.py Workloads (keda.enabled): the KEDA ScaledObjects scaling a target, whose
     # minReplicaCount healthscale moves (adapters/kinds.py FLOORS names the calls).
+    # adapters/deferrables.py (deferral.enabled): what a SurgeSchedule's spec.defer selects, by label,
+    # and one object by name (a list by field selector, so no get); adapters/kinds.py DEFERRABLES
+    # names the kinds. The SurgeSchedules and HPAs it lists are Kopf's and the floor's rules already.
     "list_namespaced_custom_object": (Need(("healthscale.io", "clinicalslos", "list")),
                                       Need(("kopf.dev", "kopfpeerings", "list"), when="residency+peering+namespaced"),
-                                      Need(("keda.sh", "scaledobjects", "list"), when="keda")),
+                                      Need(("keda.sh", "scaledobjects", "list"), when="keda"),
+                                      Need(("healthscale.io", "surgeschedules", "list")),
+                                      Need(("autoscaling", "horizontalpodautoscalers", "list")),
+                                      Need(("apps", "deployments", "list"), when="deferral"),
+                                      Need(("apps", "statefulsets", "list"), when="deferral"),
+                                      Need(("batch", "cronjobs", "list"), when="deferral"),
+                                      Need(("batch", "jobs", "list"), when="deferral")),
     # ... and (prometheusRules.enabled) service/rule_sync.py via adapters/kube.py: a PrometheusRule per
     # ClinicalSLO, server-side applied, created when missing, deleted when nothing is measured.
     "patch_namespaced_custom_object": (
         Need(("healthscale.io", "clinicalslos", "patch")),
         Need(("monitoring.coreos.com", "prometheusrules", "patch"), when="prometheus-rules"),
-        Need(("keda.sh", "scaledobjects", "patch"), when="keda")),
+        Need(("keda.sh", "scaledobjects", "patch"), when="keda"),
+        Need(("healthscale.io", "surgeschedules", "patch")),
+        Need(("apps", "deployments", "patch"), when="deferral"),
+        Need(("apps", "statefulsets", "patch"), when="deferral"),
+        Need(("batch", "cronjobs", "patch"), when="deferral"),
+        Need(("batch", "jobs", "patch"), when="deferral")),
     "create_namespaced_custom_object": Need(("monitoring.coreos.com", "prometheusrules", "create"),
                                             when="prometheus-rules"),
     "delete_namespaced_custom_object": Need(("monitoring.coreos.com", "prometheusrules", "delete"),
@@ -425,6 +439,9 @@ SHAPES: dict[str, tuple[list[str], list[str], bool, set[str], bool]] = {
                                         False, {"prometheus-rules"}, True),
     "cluster-wide with node warm-up": ([NODE_WARMUP], [], False, {"node-warmup"}, True),
     "cluster-wide with KEDA": ([KEDA], [], False, {"keda"}, True),
+    "cluster-wide with deferral": (["deferral.enabled=true"], [], False, {"deferral"}, True),
+    "namespaced with deferral and KEDA": ([TWO_NAMESPACES, "deferral.enabled=true", KEDA], ["ehr", "telehealth"], False,
+                                          {"deferral", "keda"}, True),
     "namespaced with KEDA and peering": ([TWO_NAMESPACES, KEDA, "replicaCount=2"], ["ehr", "telehealth"], True,
                                          {"keda"}, True),
     "namespaced with node warm-up": ([TWO_NAMESPACES, NODE_WARMUP], ["ehr", "telehealth"], False, {"node-warmup"},
@@ -528,6 +545,38 @@ def _slo(namespace: str, features: set[str]) -> dict[str, Any]:
                          "finalizers": ["healthscale.io/restore-scale"]}, "status": status}
 
 
+DEFERRED_OBJECTS = {"Deployment": ("apps", "deployments", "replicas", {"replicas": 3}, {"replicas": 0}),
+                    "StatefulSet": ("apps", "statefulsets", "replicas", {"replicas": 2}, {"replicas": 0}),
+                    "CronJob": ("batch", "cronjobs", "suspend", {"suspend": False}, {"suspend": True}),
+                    "Job": ("batch", "jobs", "suspend", {"suspend": False}, {"suspend": True}),
+                    "ScaledObject": ("keda.sh", "scaledobjects", "pausedReplicas", {}, {"pausedReplicas": "0"})}
+"""What a SurgeSchedule deferred, one of each kind: (group, resource, field, original, written)."""
+
+
+def _deferring_schedule(namespace: str, features: set[str]) -> dict[str, Any]:
+    """A SurgeSchedule that deferred one object of each kind (a ScaledObject only with KEDA on)."""
+    records = [{"kind": kind, "name": f"batch-{kind.lower()}", "uid": f"d-{kind}", "field": field,
+                "original": original, "written": written, "since": "2026-11-30T08:00:00Z", "cause": "Surge",
+                "causeName": "flu-clinic"}
+               for kind, (_, _, field, original, written) in DEFERRED_OBJECTS.items()
+               if kind != "ScaledObject" or "keda" in features]
+    return {"metadata": {"name": "flu-clinic", "namespace": namespace, "uid": "s0", "resourceVersion": "7",
+                         "finalizers": ["healthscale.io/restore-deferred"]},
+            "spec": {"selector": {"matchLabels": {"a": "b"}}, "surges": [{"name": "flu-clinic", "start": "2026-11-30"}]},
+            "status": {"deferred": records}}
+
+
+def _deferred_object(resource: str, name: str) -> dict[str, Any]:
+    """The object a record names, as deferred (its uid, and the value healthscale wrote)."""
+    kind = next(kind for kind, entry in DEFERRED_OBJECTS.items() if entry[1] == resource)
+    written = DEFERRED_OBJECTS[kind][4]
+    metadata: dict[str, Any] = {"name": name, "uid": f"d-{kind}", "resourceVersion": "5"}
+    if kind == "ScaledObject":
+        metadata["annotations"] = {"autoscaling.keda.sh/paused-replicas": written["pausedReplicas"]}
+        return {"metadata": metadata, "spec": {"scaleTargetRef": {"name": "batch"}}}
+    return {"metadata": metadata, "spec": written}
+
+
 def release_requests(monkeypatch: pytest.MonkeyPatch, namespaces: list[str], served: list[str],
                      features: set[str]) -> set[Grant]:
     from healthscale import cli
@@ -547,6 +596,13 @@ def release_requests(monkeypatch: pytest.MonkeyPatch, namespaces: list[str], ser
         if verb == "list" and resource == "clinicalslos":
             return _Answer({"metadata": {}, "items": [_slo(namespace, features) for namespace in served
                                                       if scope in ("*", namespace)]})
+        selected = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query).get("fieldSelector", [""])[0]
+        if verb == "list" and resource == "surgeschedules":
+            schedules = [_deferring_schedule(namespace, features) for namespace in served if scope in ("*", namespace)]
+            return _Answer({"metadata": {}, "items": [item for item in schedules if not selected
+                                                      or selected == f"metadata.name={item['metadata']['name']}"]})
+        if verb == "list" and selected and resource in {entry[1] for entry in DEFERRED_OBJECTS.values()}:
+            return _Answer({"metadata": {}, "items": [_deferred_object(resource, selected.removeprefix("metadata.name="))]})
         return _Answer({"metadata": {}, "items": []})
 
     configuration = kubernetes.client.Configuration()
@@ -557,7 +613,9 @@ def release_requests(monkeypatch: pytest.MonkeyPatch, namespaces: list[str], ser
     kubernetes.client.Configuration.set_default(configuration)
     try:
         code = cli.main(["release", f"--stop-operator={RELEASE_NAMESPACE}/{OPERATOR_DEPLOYMENT}",
-                         *(f"--namespace={namespace}" for namespace in namespaces)])
+                         *(f"--namespace={namespace}" for namespace in namespaces),
+                         *(() if "deferral" in features else ("--no-deferral",)),
+                         *(() if "keda" in features else ("--no-keda",))])
     finally:
         kubernetes.client.Configuration.set_default(previous)
     assert code == 0
@@ -579,6 +637,9 @@ HOOK_SHAPES: dict[str, tuple[list[str], list[str], set[str]]] = {
     "namespaced with node warm-up": ([TWO_NAMESPACES, NODE_WARMUP], ["ehr", "telehealth"], {"node-warmup"}),
     "cluster-wide with KEDA": ([KEDA], [], {"keda"}),
     "namespaced with KEDA": ([TWO_NAMESPACES, KEDA], ["ehr", "telehealth"], {"keda"}),
+    "cluster-wide with deferral": (["deferral.enabled=true"], [], {"deferral"}),
+    "namespaced with deferral and KEDA": ([TWO_NAMESPACES, "deferral.enabled=true", KEDA], ["ehr", "telehealth"],
+                                          {"deferral", "keda"}),
 }
 
 
@@ -604,6 +665,10 @@ def test_the_uninstall_hook_grants_exactly_what_the_release_command_uses(
     assert (("keda.sh", "scaledobjects", "patch") in rules) == ("keda" in features)
     # ... and the placeholder Deployment was deleted exactly when node warm-up makes one.
     assert (("apps", "deployments", "delete") in rules) == ("node-warmup" in features)
+    # ... and, with deferral on, every deferred kind was put back and the schedule's finalizer removed.
+    deferred = {("apps", "deployments", "patch"), ("apps", "statefulsets", "patch"), ("batch", "cronjobs", "patch"),
+                ("batch", "jobs", "patch"), ("healthscale.io", "surgeschedules", "patch")}
+    assert (deferred <= rules) == ("deferral" in features)
 
 
 def test_the_uninstall_hook_runs_release_as_its_own_account_after_its_rbac(helm: Helm) -> None:
@@ -617,7 +682,8 @@ def test_the_uninstall_hook_runs_release_as_its_own_account_after_its_rbac(helm:
     pod = job["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == HOOK_ACCOUNT
     assert pod["containers"][0]["args"] == ["release", f"--stop-operator={RELEASE_NAMESPACE}/{OPERATOR_DEPLOYMENT}",
-                                            "--namespace=ehr", "--namespace=telehealth", "--exit-zero"]
+                                            "--namespace=ehr", "--namespace=telehealth", "--exit-zero",
+                                            "--no-deferral", "--no-keda"]
     # The hook's pod is not one of the operator's: stopping the operator does not wait for it.
     deployment = next(item for item in objects if item["kind"] == "Deployment")
     selector = deployment["spec"]["selector"]["matchLabels"].items()

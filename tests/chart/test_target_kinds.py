@@ -3,7 +3,10 @@
 that adding a kind is one table entry plus its rules, and a kind added in one place only fails here.
 The floor kinds (``kinds.FLOORS``: HPA, KEDA ScaledObject) likewise: the records in status accept
 exactly them and their fields, their calls have RBAC rules under their option, and an optional
-kind is an operator flag, a chart value (off by default) and documented.
+kind is an operator flag, a chart value (off by default) and documented. The deferrable kinds
+(``kinds.DEFERRABLES``: how the API lists and patches each, ``domain.deferral.KINDS``: what
+deferring it means) list the same kinds, the SurgeSchedule's records accept exactly them, and the
+chart's deferral RBAC grants list and patch on each (an optional kind under its option).
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ import yaml
 
 from healthscale import ports
 from healthscale.adapters import kinds
-from healthscale.api import clinicalslo
+from healthscale.api import clinicalslo, surgeschedule
+from healthscale.domain import deferral
 
-from chartlib import REPO_ROOT
-from test_rbac_least_privilege import CLIENT_CALLS, needs_of
+from chartlib import REPO_ROOT, Helm
+from test_rbac_least_privilege import CLIENT_CALLS, FULLNAME, RELEASE_SCOPE, URL, granted, needs_of
 
 pytestmark = pytest.mark.chart
 
@@ -92,3 +96,44 @@ def test_every_optional_floor_kind_is_a_flag_a_chart_value_and_documented(entry:
     assert f"- --no-{entry.option}" in deployment and f".Values.{entry.option}.enabled" in deployment
     assert f"--{entry.option}" in help_text and f"--no-{entry.option}" in help_text
     assert entry.field in readme and entry.kind in readme
+
+
+# --------------------------------------------------------------------------- deferrable kinds (spec.defer)
+
+def test_the_adapter_and_the_domain_list_the_same_deferrable_kinds_in_order_with_one_api_version() -> None:
+    assert list(kinds.DEFERRABLES) == list(deferral.KINDS)
+    assert {kind: entry.api_version for kind, entry in kinds.DEFERRABLES.items()} == {
+        kind: rule.api_version for kind, rule in deferral.KINDS.items()}
+    assert {kind: rule.field for kind, rule in deferral.KINDS.items()} == surgeschedule.FIELDS
+
+
+def test_the_surge_schedule_records_accept_exactly_the_deferrable_kinds_and_fields() -> None:
+    crd = yaml.safe_load((REPO_ROOT / "crds" / "surgeschedules.healthscale.io.yaml").read_text())
+    record = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"][
+        "deferred"]["items"]["properties"]
+    accepted = list(typing.get_args(surgeschedule.DeferrableKind))
+    assert accepted == list(kinds.DEFERRABLES) == record["kind"]["enum"]
+    assert list(typing.get_args(surgeschedule.DeferredField)) == record["field"]["enum"]
+    assert set(record["field"]["enum"]) == {rule.field for rule in deferral.KINDS.values()}
+
+
+@pytest.mark.parametrize("entry", kinds.DEFERRABLES.values(), ids=lambda entry: (
+    f"the chart's deferral rules grant list and patch on {entry.resource}"
+    + (f" with {entry.option}.enabled" if entry.option else "")))
+def test_every_deferrable_kind_is_listed_and_patched_under_the_chart_s_deferral_rbac(
+        helm: Helm, entry: kinds.DeferrableKind) -> None:
+    options = ["deferral.enabled=true", *([f"{entry.option}.enabled=true"] if entry.option else [])]
+    objects = helm.render(set_values=[URL, "replicaCount=1", *options], release="hs", namespace=RELEASE_SCOPE)
+    grants = {grant[1:4] for grant in granted(objects, FULLNAME, RELEASE_SCOPE) if grant[0] == "*"}
+    for verb in ("list", "patch"):
+        assert (entry.group, entry.resource, verb) in grants, f"{entry.kind}: {verb} on {entry.resource}"
+        # The adapter's generic call (adapters/deferrables.py) has its row in the RBAC test's table.
+        rules = {need.rule: need.when for need in needs_of(f"{verb}_namespaced_custom_object")}
+        assert rules.get((entry.group, entry.resource, verb), "missing") in ("deferral", entry.option), (
+            f"{entry.kind}: CLIENT_CALLS needs ({entry.group}, {entry.resource}, {verb}) when deferral")
+    if entry.option:
+        without = helm.render(set_values=[URL, "replicaCount=1", "deferral.enabled=true"], release="hs",
+                              namespace=RELEASE_SCOPE)
+        assert (entry.group, entry.resource, "patch") not in {
+            grant[1:4] for grant in granted(without, FULLNAME, RELEASE_SCOPE)}, \
+            f"{entry.kind} is not granted without {entry.option}.enabled"

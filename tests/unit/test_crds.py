@@ -563,6 +563,17 @@ CEL_CASES: list[tuple[str, str, Any, str | None]] = [
      VALUES_RULE),
     ("SurgeSchedule", "spec.selector.matchExpressions[0]", {"key": "k", "operator": "DoesNotExist",
                                                             "values": ["a"]}, VALUES_RULE),
+    ("SurgeSchedule", "spec.defer", {"selector": {"matchLabels": {"healthscale.io/deferrable": "true"}}}, None),
+    ("SurgeSchedule", "spec.defer", {"selector": {"matchExpressions": [{"key": "k", "operator": "Exists"}]},
+                                     "replicas": 1, "duringBurn": True, "interruptRunning": True}, None),
+    ("SurgeSchedule", "spec.defer", {"selector": {"matchExpressions": [
+        {"key": "k", "operator": "NotIn", "values": ["a"]}, {"key": "t", "operator": "In", "values": ["b"]}]}}, None),
+    ("SurgeSchedule", "spec.defer", {"selector": {}}, surgeschedule.DEFER_SELECTOR_RULE),
+    ("SurgeSchedule", "spec.defer", {"selector": {"matchLabels": {}, "matchExpressions": []}},
+     surgeschedule.DEFER_SELECTOR_RULE),
+    ("SurgeSchedule", "spec.defer", {"selector": {"matchExpressions": [
+        {"key": "k", "operator": "NotIn", "values": ["a"]}, {"key": "t", "operator": "DoesNotExist"}]}},
+     surgeschedule.DEFER_SELECTOR_RULE),
 ]
 CEL_IDS = [
     "minReplicas below maxReplicas passes",
@@ -660,6 +671,12 @@ CEL_IDS = [
     "NotIn with an empty list fails",
     "Exists with values fails",
     "DoesNotExist with values fails",
+    "a deferral selecting by matchLabels passes",
+    "a deferral selecting by an Exists expression with every option set passes",
+    "a deferral with a NotIn and an In expression passes",
+    "a deferral with an empty selector fails: it would select the whole namespace",
+    "a deferral with empty matchLabels and matchExpressions fails",
+    "a deferral selecting only by NotIn and DoesNotExist fails",
 ]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import pathlib
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -235,6 +236,75 @@ def test_surgeschedule_defaults(read: Callable[[surgeschedule.SurgeScheduleSpec]
     assert read(spec) == expected
 
 
+def test_a_schedule_defers_nothing_by_default() -> None:
+    assert manifests.parse(surgeschedule.SurgeSchedule, minimal_schedule()).spec.defer is None
+
+
+def test_a_deferral_shrinks_to_zero_and_spares_burns_and_running_jobs_by_default() -> None:
+    document = minimal_schedule()
+    document["spec"]["defer"] = {"selector": {"matchLabels": {"healthscale.io/deferrable": "true"}}}
+    defer = manifests.parse(surgeschedule.SurgeSchedule, document).spec.defer
+    assert defer is not None
+    assert (defer.replicas, defer.during_burn, defer.interrupt_running) == (0, False, False)
+    assert defer.selector.matches({"healthscale.io/deferrable": "true"})
+    assert defer.wire() == {"selector": {"matchLabels": {"healthscale.io/deferrable": "true"}, "matchExpressions": []},
+                            "replicas": 0, "duringBurn": False, "interruptRunning": False}
+
+
+def _deferred(**overrides: Any) -> dict[str, Any]:
+    return {"kind": "Deployment", "name": "reports", "uid": "u1", "field": "replicas", "original": {"replicas": 4},
+            "written": {"replicas": 0}, "since": "2026-12-01T06:30:00Z", "until": "2026-12-01T09:00:00Z",
+            "cause": "Surge", "causeName": "rounds", **overrides}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        ({}, None),
+        ({"kind": "ScaledObject", "field": "pausedReplicas", "original": {}, "written": {"pausedReplicas": "0"}}, None),
+        ({"kind": "CronJob", "field": "suspend", "original": {"suspend": False}, "written": {"suspend": True},
+          "cause": "FastBurn", "causeName": "ed-triage-chart"}, None),
+        ({"kind": "CronJob"}, "field must be suspend for a CronJob"),
+        ({"original": {"replicas": 4, "suspend": False}}, "original of a Deployment sets only replicas"),
+        ({"written": {}}, "written must set replicas"),
+        ({"original": {}}, "original must set replicas"),
+        ({"kind": "DaemonSet"}, "'Deployment', 'StatefulSet', 'CronJob', 'Job' or 'ScaledObject'"),
+        ({"uid": ""}, "at least 1 character"),
+        ({"cause": "Manual"}, "'Surge' or 'FastBurn'"),
+    ],
+    ids=[
+        "a deferred Deployment records its replicas",
+        "a ScaledObject that had no paused-replicas annotation records none",
+        "a CronJob deferred for a burn records its suspend flag and the burning SLO",
+        "a record's field must be its kind's",
+        "a record holds only its kind's field",
+        "a record must say what healthscale wrote",
+        "a Deployment's record must hold its original replicas",
+        "a kind deferral does not act on is refused",
+        "a record without a uid is refused",
+        "a cause other than a surge or a burn is refused",
+    ],
+)
+def test_deferred_object_records(overrides: dict[str, Any], problem: str | None) -> None:
+    if problem is None:
+        item = surgeschedule.DeferredObject.model_validate(_deferred(**overrides))
+        assert surgeschedule.DeferredObject.model_validate(item.wire()) == item
+        assert surgeschedule.SurgeScheduleStatus.model_validate({"deferred": [item.wire()]}).deferred == (item,)
+    else:
+        with pytest.raises(pydantic.ValidationError, match=re.escape(problem)):
+            surgeschedule.DeferredObject.model_validate(_deferred(**overrides))
+
+
+def test_a_schedule_status_keeps_every_readable_deferral_record() -> None:
+    good = _deferred()
+    status, dropped = surgeschedule.read_status({"deferred": [{**good, "uid": ""}, good], "nextSurge": 7,
+                                                 "fastBurns": [{"slo": "ed", "lastSeen": "2026-12-01T06:00:00Z"}]})
+    assert [item.uid for item in status.deferred] == ["u1"]
+    assert [item.slo for item in status.fast_burns] == ["ed"]
+    assert dropped == ("deferred[0]", "nextSurge")
+    assert surgeschedule.read_status(None) == (surgeschedule.SurgeScheduleStatus(), ())
+
+
 def test_residency_with_data_class_none_needs_no_regions() -> None:
     document = minimal_slo()
     document["spec"]["residency"] = {"dataClass": "none"}
@@ -359,6 +429,15 @@ SLO, SCHEDULE = "ClinicalSLO", "SurgeSchedule"
                                                                   "values": ["a"]}]}),
          [("spec.selector.matchExpressions[0]", "empty for Exists and DoesNotExist")]),
         (SCHEDULE, _set("spec.surges[0].perReplicas", 3), [("spec.surges[0].perReplicas", "unknown field")]),
+        (SCHEDULE, _set("spec.defer", {"replicas": 0}), [("spec.defer.selector", "required field is missing")]),
+        (SCHEDULE, _set("spec.defer", {"selector": {}}), [("spec.defer", "defer.selector must name what is deferrable")]),
+        (SCHEDULE, _set("spec.defer", {"selector": {"matchExpressions": [{"key": "tier", "operator": "NotIn",
+                                                                           "values": ["clinical"]}]}}),
+         [("spec.defer", "at least one matchLabels entry or an In or Exists expression")]),
+        (SCHEDULE, _set("spec.defer", {"selector": {"matchLabels": {"d": "true"}}, "replicas": -1}),
+         [("spec.defer.replicas", "greater than or equal to 0")]),
+        (SCHEDULE, _set("spec.defer", {"selector": {"matchLabels": {"d": "true"}}, "interruptrunning": True}),
+         [("spec.defer.interruptrunning", "unknown field")]),
     ],
     ids=[
         "minReplicas above maxReplicas is refused on capacity",
@@ -403,6 +482,11 @@ SLO, SCHEDULE = "ClinicalSLO", "SurgeSchedule"
         "an In expression without values is refused",
         "an Exists expression with values is refused",
         "an unknown field on a surge is named with its index",
+        "a deferral without a selector is refused",
+        "a deferral with an empty selector is refused: it would defer the whole namespace",
+        "a deferral selecting only by NotIn is refused",
+        "negative deferred replicas are refused",
+        "a misspelt interruptRunning is an unknown field",
     ],
 )
 def test_bad_manifests_name_the_field_and_the_rule(
@@ -474,6 +558,8 @@ def test_the_kind_must_match_the_model(schedule_document: Document) -> None:
         (lambda slo, schedule: slo.metadata, "name", "other"),
         (lambda slo, schedule: schedule.spec, "timezone", "UTC"),
         (lambda slo, schedule: schedule.spec.surges[0], "multiplier", 9.0),
+        (lambda slo, schedule: surgeschedule.DeferPolicy.model_validate({"selector": {"matchLabels": {"d": "t"}}}),
+         "replicas", 3),
     ],
     ids=[
         "a whole ClinicalSLO is frozen",
@@ -483,6 +569,7 @@ def test_the_kind_must_match_the_model(schedule_document: Document) -> None:
         "metadata is frozen",
         "a SurgeSchedule spec is frozen",
         "a surge is frozen",
+        "a deferral policy is frozen",
     ],
 )
 def test_models_are_frozen(slo_document: Document, schedule_document: Document,

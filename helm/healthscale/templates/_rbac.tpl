@@ -35,6 +35,17 @@ framework). tests/chart/test_rbac_least_privilege.py derives the same set from t
   resources: [scaledobjects]
   verbs: [list, patch]
 {{- end }}
+{{- if .Values.deferral.enabled }}
+# The operator (deferral.enabled): find what a SurgeSchedule's spec.defer selects (by label) and
+# shrink or suspend it during a surge, then put it back: one field per write, test-and-set on its
+# uid and resourceVersion ({{ if .Values.keda.enabled }}ScaledObjects: the rule above{{ else }}ScaledObjects only with keda.enabled{{ end }}).
+- apiGroups: [apps]
+  resources: [deployments, statefulsets]
+  verbs: [list, patch]
+- apiGroups: [batch]
+  resources: [cronjobs, jobs]
+  verbs: [list, patch]
+{{- end }}
 {{- if or $residency $deletionCost }}
 # The operator: list pods ({{ if $residency }}residency.enabled: the audit of targets and of every pod in enforced
 # namespaces{{ end }}{{ if and $residency $deletionCost }}; {{ end }}{{ if $deletionCost }}podDeletionCost.enabled: the pods a scale-down costs{{ end }}).
@@ -154,6 +165,31 @@ ClinicalSLOs are served. */ -}}
 # healthscale release (keda.enabled): put back KEDA ScaledObjects' minReplicaCount.
 - apiGroups: [keda.sh]
   resources: [scaledobjects]
+  verbs: [patch]
+{{- end }}
+{{- if .Values.deferral.enabled }}
+# healthscale release (deferral.enabled): put back what SurgeSchedules deferred (each object read by
+# a list by name, then one field patched) and remove their finalizer; clear the records in status.
+- apiGroups: [apps]
+  resources: [deployments, statefulsets]
+  verbs: [list, patch]
+- apiGroups: [batch]
+  resources: [cronjobs, jobs]
+  verbs: [list, patch]
+# ... and whether an autoscaler now sets a restored workload's replicas (then it is left to it).
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
+  verbs: [list]
+{{- if .Values.keda.enabled }}
+- apiGroups: [keda.sh]
+  resources: [scaledobjects]
+  verbs: [list]
+{{- end }}
+- apiGroups: [healthscale.io]
+  resources: [surgeschedules]
+  verbs: [list, patch]
+- apiGroups: [healthscale.io]
+  resources: [surgeschedules/status]
   verbs: [patch]
 {{- end }}
 # healthscale release: say on each ClinicalSLO what was restored and what was left.

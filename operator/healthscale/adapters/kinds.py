@@ -114,3 +114,32 @@ FLOORS: dict[str, FloorKind] = {entry.kind: entry for entry in (
 def floor_names() -> str:
     """``minReplicaCount of ScaledObjects, minReplicas of HorizontalPodAutoscalers``, for messages."""
     return ", ".join(f"{entry.field} of {entry.kind}s" for entry in FLOORS.values())
+
+
+@dataclasses.dataclass(frozen=True)
+class DeferrableKind:
+    """A kind ``spec.defer`` acts on (``domain.deferral.KINDS`` says what deferring it means): how
+    the API lists, reads and patches it. Every call is the generic custom-objects one, by group,
+    version and plural, so that one code path serves built-in and custom kinds alike."""
+
+    kind: str
+    group: str
+    version: str
+    resource: str
+    """The API resource, as RBAC names it."""
+    option: str | None = None
+    """The operator option that turns the kind on (``--keda``); None: always on."""
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+
+DEFERRABLES: dict[str, DeferrableKind] = {entry.kind: entry for entry in (
+    DeferrableKind("Deployment", "apps", "v1", "deployments"),
+    DeferrableKind("StatefulSet", "apps", "v1", "statefulsets"),
+    DeferrableKind("CronJob", "batch", "v1", "cronjobs"),
+    DeferrableKind("Job", "batch", "v1", "jobs"),
+    DeferrableKind(SCALED_OBJECT, "keda.sh", "v1alpha1", "scaledobjects", option="keda"),
+)}
+"""One entry per kind in ``domain.deferral.KINDS`` (``tests/chart/test_target_kinds.py`` checks both agree)."""

@@ -5,6 +5,9 @@ read on the wall clock of the schedule's ``timezone``. Defaults live here only, 
 bounds that keep every valid schedule cheap to expand: dates between 1970 and 8999, a duration
 of at most 366d, a lead time of at most 7d, and at most MAX_OPEN_WINDOWS windows of one surge
 open at once.
+
+``spec.defer`` names non-critical workloads to shrink or suspend while a surge needs their room
+(domain.deferral decides when and what); status.deferred records what they were before.
 """
 
 from __future__ import annotations
@@ -152,6 +155,58 @@ class Surge(common.Model):
         return self
 
 
+DeferrableKind = Literal["Deployment", "StatefulSet", "CronJob", "Job", "ScaledObject"]
+"""The kinds spec.defer acts on (ScaledObject: KEDA's, keda.sh/v1alpha1)."""
+DeferredField = Literal["replicas", "suspend", "pausedReplicas"]
+"""What deferral writes: spec.replicas, spec.suspend, or the autoscaling.keda.sh/paused-replicas annotation."""
+FIELDS: dict[str, DeferredField] = {
+    "Deployment": "replicas",
+    "StatefulSet": "replicas",
+    "CronJob": "suspend",
+    "Job": "suspend",
+    "ScaledObject": "pausedReplicas",
+}
+"""The one field deferral writes on each kind (domain.deferral says what it writes there)."""
+DEFER_SELECTOR_RULE = ("defer.selector must name what is deferrable: at least one matchLabels entry or an In or"
+                       " Exists expression (a selector of only NotIn and DoesNotExist matches most of the namespace)")
+
+
+class DeferPolicy(common.Model):
+    """Non-critical workloads in this namespace to shrink or suspend while a surge (or a fast burn)
+    needs their room, and put back exactly as they were afterwards. Workloads a ClinicalSLO targets
+    are never deferred."""
+
+    selector: common.LabelSelector
+    """Selects the deferrable Deployments, StatefulSets, CronJobs, Jobs and KEDA ScaledObjects in this
+    namespace by label, e.g. {matchLabels: {healthscale.io/deferrable: "true"}}."""
+    replicas: int = pydantic.Field(default=0, ge=0, le=10000)
+    """What deferrable Deployments and StatefulSets shrink to, and the paused-replicas of deferrable
+    ScaledObjects (never raised: a workload already at or below it is left alone)."""
+    during_burn: bool = False
+    """Also defer while a ClinicalSLO of criticality critical in this namespace burns its error budget
+    fast, and for that SLO's scale-down stabilisation after."""
+    interrupt_running: bool = False
+    """Also suspend Jobs that have already started (their running pods are stopped); by default only
+    Jobs that have not started are suspended."""
+
+    crd_validations: ClassVar[list[dict[str, str]]] = [
+        {
+            "rule": "(has(self.selector.matchLabels) && size(self.selector.matchLabels) > 0)"
+            " || (has(self.selector.matchExpressions)"
+            " && self.selector.matchExpressions.exists(e, e.operator in ['In', 'Exists']))",
+            "message": DEFER_SELECTOR_RULE,
+        },
+    ]
+
+    @pydantic.model_validator(mode="after")
+    def _selector_names_something(self) -> DeferPolicy:
+        positive = bool(self.selector.match_labels) or any(
+            term.operator in ("In", "Exists") for term in self.selector.match_expressions)
+        if not positive:
+            raise ValueError(DEFER_SELECTOR_RULE)
+        return self
+
+
 class SurgeScheduleSpec(common.Model):
     """A calendar of known surges and the ClinicalSLOs (in the same namespace) it applies to."""
 
@@ -165,6 +220,9 @@ class SurgeScheduleSpec(common.Model):
     """Names of ClinicalSLOs in this namespace (at most 256)."""
     surges: tuple[Surge, ...] = pydantic.Field(min_length=1, max_length=64)
     """The surges."""
+    defer: DeferPolicy | None = None
+    """Non-critical workloads to defer from each surge's start - leadTime until its end (and, with
+    duringBurn, while a critical ClinicalSLO burns fast); unset defers nothing."""
 
     _validate_timezone = pydantic.field_validator("timezone")(clinicalslo.validate_timezone)
 
@@ -205,6 +263,87 @@ class SurgeWindowStatus(common.Model):
     """True while the window (including its lead time) is in effect."""
 
 
+class DeferredValue(common.Model):
+    """The value of the one field deferral writes on an object (only that kind's field is set)."""
+
+    replicas: int | None = pydantic.Field(default=None, ge=0)
+    """Deployment, StatefulSet: spec.replicas."""
+    suspend: bool | None = None
+    """CronJob, Job: spec.suspend."""
+    paused_replicas: str | None = pydantic.Field(default=None, max_length=64)
+    """ScaledObject: the autoscaling.keda.sh/paused-replicas annotation; unset when it is absent."""
+
+
+class DeferredObject(common.Model):
+    """One object healthscale deferred, what it was before, and what healthscale wrote.
+
+    Written to status before the write itself, so an operator killed between the two still knows
+    what to put back. Should the object's value stop being what healthscale wrote (someone scaled it
+    by hand), their change wins: the record is dropped and nothing is written back."""
+
+    kind: DeferrableKind
+    """Deployment, StatefulSet, CronJob, Job or ScaledObject."""
+    name: str = pydantic.Field(min_length=1, max_length=253)
+    """Its name, in the schedule's namespace."""
+    uid: str = pydantic.Field(min_length=1, max_length=64)
+    """Its uid: a re-created object of the same name is a different object and is never written back."""
+    field: DeferredField
+    """replicas (Deployment, StatefulSet), suspend (CronJob, Job) or pausedReplicas (ScaledObject)."""
+    original: DeferredValue
+    """The value before healthscale deferred it: restored when deferral ends."""
+    written: DeferredValue
+    """The value healthscale wrote; any other value found later is someone else's change."""
+    since: str
+    """When healthscale deferred it (RFC 3339)."""
+    until: str | None = None
+    """When deferral is expected to end, as known at the last cycle (RFC 3339)."""
+    cause: Literal["Surge", "FastBurn"]
+    """What put deferral in force: a surge window (with its lead time) or a critical ClinicalSLO's fast burn."""
+    cause_name: str = pydantic.Field(min_length=1, max_length=253)
+    """The surge's name, or the burning ClinicalSLO's name."""
+    overridden_at: str | None = None
+    """When someone else's change to the object was found (RFC 3339): their change wins, so healthscale
+    leaves the object alone until deferral ends, then drops this record without writing."""
+
+    @pydantic.model_validator(mode="after")
+    def _values_are_the_kinds_field(self) -> DeferredObject:
+        expected = FIELDS[self.kind]
+        if self.field != expected:
+            raise ValueError(f"field must be {expected} for a {self.kind} (got {self.field})")
+        for name, value in (("original", self.original), ("written", self.written)):
+            others = {key for key, item in value.wire().items() if key != expected and item is not None}
+            if others:
+                raise ValueError(f"{name} of a {self.kind} sets only {expected} (also set: {', '.join(sorted(others))})")
+        if self.written.wire().get(expected) is None:
+            raise ValueError(f"written must set {expected}")
+        if expected != "pausedReplicas" and self.original.wire().get(expected) is None:
+            raise ValueError(f"original must set {expected}")
+        return self
+
+
+class NotDeferred(common.Model):
+    """An object spec.defer selects but leaves alone, and why."""
+
+    kind: str = pydantic.Field(max_length=64)
+    """Its kind."""
+    name: str = pydantic.Field(max_length=253)
+    """Its name."""
+    reason: str = pydantic.Field(max_length=64)
+    """A CamelCase word, e.g. ClinicalTarget, ScaledByAutoscaler or Running."""
+    message: str = pydantic.Field(default="", max_length=1024)
+    """The reason in one sentence."""
+
+
+class FastBurnSeen(common.Model):
+    """When a critical ClinicalSLO was last seen burning fast: deferral holds for its scale-down
+    stabilisation after, across operator restarts."""
+
+    slo: str = pydantic.Field(min_length=1, max_length=253)
+    """The ClinicalSLO's name."""
+    last_seen: str
+    """When its fast burn was last seen (RFC 3339)."""
+
+
 class SurgeScheduleStatus(common.Model):
     """The schedule's next windows, written by the operator."""
 
@@ -218,6 +357,62 @@ class SurgeScheduleStatus(common.Model):
     """Next window of each surge."""
     next_surge: str | None = None
     """The next surge to start, with its start time."""
+    deferred: tuple[DeferredObject, ...] = ()
+    """Objects deferred now (spec.defer), each with its original value, since and until when, and cause
+    (those with overriddenAt were changed by someone else and are left alone until deferral ends)."""
+    not_deferred: tuple[NotDeferred, ...] = ()
+    """Objects spec.defer selects but leaves alone (e.g. targeted by a ClinicalSLO), and why."""
+    fast_burns: tuple[FastBurnSeen, ...] = ()
+    """Critical ClinicalSLOs seen burning fast within their scale-down stabilisation (spec.defer.duringBurn)."""
+    deferred_count: int | None = pydantic.Field(default=None, ge=0)
+    """How many objects are held deferred now (the DEFERRED column; unset without spec.defer)."""
+    deferral: str | None = pydantic.Field(default=None, max_length=1024)
+    """Whether deferral is in force and why, in one sentence (e.g. "in force until 2026-12-01T10:00:00Z:
+    surge flu-clinic"), or why not."""
+
+    CALENDAR_PART: ClassVar[frozenset[str]] = frozenset({"observed_generation", "conditions", "windows", "next_surge"})
+    """Fields the calendar writes (the ClinicalSLO cycle and the schedule handlers)."""
+    DEFERRAL_PART: ClassVar[frozenset[str]] = frozenset(
+        {"deferred", "not_deferred", "fast_burns", "deferred_count", "deferral"})
+    """Fields the deferral loop writes: two writers, each merging only its own part."""
+
+    def part(self, fields: frozenset[str]) -> dict[str, Any]:
+        """These fields as a merge patch (camelCase; None kept, so that a field set before is cleared)."""
+        return self.model_dump(mode="json", by_alias=True, include=set(fields))
+
+
+_STATUS_LISTS = ("conditions", "windows", "deferred", "notDeferred", "fastBurns")
+"""Status lists read item by item, so one unreadable item does not hide the others."""
+
+
+def read_status(raw: object) -> tuple[SurgeScheduleStatus, tuple[str, ...]]:
+    """A status as last written, leniently: the typed model, and the fields (or list items) left out
+    because they do not validate (written by an older or newer operator, or by hand). The records of
+    what deferral changed (``deferred``) are kept whenever they can be read."""
+    body = dict(raw) if isinstance(raw, dict) else {}
+    try:
+        return SurgeScheduleStatus.model_validate(body), ()
+    except pydantic.ValidationError:
+        pass
+    kept: dict[str, object] = {}
+    dropped: list[str] = []
+    for key, value in body.items():
+        if key in _STATUS_LISTS and isinstance(value, list):
+            kept[key] = [item for item in value if _valid_status({key: [item]})]
+            dropped += [f"{key}[{index}]" for index, item in enumerate(value) if not _valid_status({key: [item]})]
+        elif _valid_status({key: value}):
+            kept[key] = value
+        else:
+            dropped.append(key)
+    return SurgeScheduleStatus.model_validate(kept), tuple(dropped)
+
+
+def _valid_status(part: dict[str, object]) -> bool:
+    try:
+        SurgeScheduleStatus.model_validate(part)
+    except pydantic.ValidationError:
+        return False
+    return True
 
 
 class SurgeSchedule(pydantic.BaseModel):
@@ -235,6 +430,8 @@ class SurgeSchedule(pydantic.BaseModel):
 PRINTER_COLUMNS = [
     {"name": "Timezone", "type": "string", "jsonPath": ".spec.timezone", "description": "Time zone of the calendar"},
     {"name": "Next surge", "type": "string", "jsonPath": ".status.nextSurge", "description": "Next surge window"},
+    {"name": "Deferred", "type": "integer", "jsonPath": ".status.deferredCount",
+     "description": "Objects spec.defer holds deferred now"},
     {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status', "description": "Ready condition"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]

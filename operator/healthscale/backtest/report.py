@@ -1,13 +1,16 @@
-"""Backtest output: the plan CSV, the comparison table, the forecast's calibration and the PNG timeline."""
+"""Backtest output: the plan CSV, the comparison table, the forecast's calibration, what deferral held
+back (spec.defer) and the PNG timeline."""
 
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import pathlib
+from collections.abc import Sequence
 
 import numpy as np
 
-from healthscale.backtest import calibration as calibration_, replay
+from healthscale.backtest import calibration as calibration_, deferral as deferral_, replay
 
 ENGINE = "healthscale"
 HPA = "reactive HPA"
@@ -19,14 +22,21 @@ PLAN_COLUMNS = (
 )
 
 
-def write_plan(result: replay.Result, path: pathlib.Path) -> None:
-    """One row per scored interval: the engine's plan, with the HPA and oracle beside it."""
+DEFERRED_COLUMN = "deferred_replicas"
+"""Appended to PLAN_COLUMNS with a deferral report: the deferrable replicas held back during the
+interval, time weighted as ready_replicas is."""
+
+
+def write_plan(result: replay.Result, path: pathlib.Path, held: deferral_.Deferred | None = None) -> None:
+    """One row per scored interval: the engine's plan, with the HPA and oracle beside it (and, with
+    ``held``, the replicas deferral held back)."""
     engine = result.runs[ENGINE]
     hpa = result.runs.get(HPA)
+    deferred = None if held is None else held.per_interval(result.times, result.trace.step)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(PLAN_COLUMNS)
+        writer.writerow(PLAN_COLUMNS + ((DEFERRED_COLUMN,) if deferred is not None else ()))
         for row, epoch in enumerate(result.times):
             choice = engine.choices[row]
             served = engine.ready[row] * result.policy.per_replica
@@ -46,6 +56,7 @@ def write_plan(result: replay.Result, path: pathlib.Path) -> None:
                 "" if hpa is None else f"{hpa.ready[row]:.3f}",
                 int(result.oracle[row]),
                 choice.reserved,
+                *(() if deferred is None else (f"{deferred[row]:.3f}",)),
             ])
 
 
@@ -59,15 +70,52 @@ def table(result: replay.Result) -> str:
          f"{score.relative_replica_hours:.2f}x", *((f"{score.room_hours:,.0f}",) if nodes else ()))
         for score in result.scores()
     ]
+    return _aligned(header, rows, left=1)
+
+
+def _aligned(header: tuple[str, ...], rows: Sequence[tuple[str, ...]], left: int) -> str:
+    """Rows as aligned text (also valid Markdown): the first ``left`` columns left-aligned, the rest right."""
     widths = [max(len(str(line[column])) for line in (header, *rows)) for column in range(len(header))]
 
     def line(cells: tuple[str, ...]) -> str:
         return "| " + " | ".join(
-            cell.ljust(width) if column == 0 else cell.rjust(width) for column, (cell, width) in enumerate(zip(cells, widths))
+            cell.ljust(width) if column < left else cell.rjust(width)
+            for column, (cell, width) in enumerate(zip(cells, widths))
         ) + " |"
 
-    separator = "|" + "|".join(("-" * (width + 1) + ":") if column else ("-" * (width + 2)) for column, width in enumerate(widths)) + "|"
+    separator = "|" + "|".join(("-" * (width + 1) + ":") if column >= left else ("-" * (width + 2))
+                               for column, width in enumerate(widths)) + "|"
     return "\n".join([line(header), separator, *(line(row) for row in rows)])
+
+
+NO_BURN = "duringBurn is not modelled: a trace has no SLI, so only surge windows (with their lead time) are counted"
+NEEDS_REPLICAS = ("the deferral report (spec.defer) needs --deferrable-replicas N: the usual replicas of the "
+                  "workloads spec.defer selects, summed")
+
+
+def _when(moment: dt.datetime) -> str:
+    return moment.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M")
+
+
+def deferral(held: deferral_.Deferred) -> str:
+    """What spec.defer held back: one row per surge window (hours in force credited to it, and the
+    replica-hours deferred), a total row (the union), the total per surge, and what is not modelled."""
+    header = ("surge", "start", "effective start", "end", "hours deferred", "replica-hours deferred")
+    rows = [(item.window.surge, _when(item.window.start), _when(item.window.effective_start), _when(item.window.end),
+             f"{item.hours:.2f}", f"{item.replica_hours:,.1f}") for item in held.windows]
+    rows.append(("total", "", "", "", f"{held.hours:.2f}", f"{held.replica_hours:,.1f}"))
+    surges = "; ".join(f"{name} {hours:.2f} h, {replica_hours:,.1f} replica-h"
+                       for name, (hours, replica_hours) in held.by_surge().items())
+    return "\n".join([
+        f"deferral (spec.defer) from {_when(held.begin)} to {_when(held.end)}: {held.replicas} deferrable "
+        f"replicas shrink to {held.deferred_to}, {held.held_back} held back from each window's effective start "
+        "(start - leadTime) to its end; overlapping windows are counted once, for the one that ends last",
+        "",
+        _aligned(header, rows, left=4),
+        "",
+        f"per surge: {surges or 'no surge window in the replayed span'}",
+        NO_BURN,
+    ])
 
 
 def warm_up(result: replay.Result) -> str | None:

@@ -140,9 +140,17 @@ def _refresh_schedules(runtime: Runtime, schedules: list[surgeschedule.SurgeSche
             continue
         try:
             runtime.kube.set_schedule_status(
-                schedule.metadata.namespace, schedule.metadata.name, fresh.model_dump(mode="json", by_alias=True))
+                schedule.metadata.namespace, schedule.metadata.name, fresh.part(fresh.CALENDAR_PART))
         except (kube.ApiError, kube.TargetNotFound) as error:
             logger.warning("could not refresh SurgeSchedule %s: %s", schedule.metadata.name, error)
+
+
+def parse_schedule(body: dict[str, Any]) -> surgeschedule.SurgeSchedule:
+    """A SurgeSchedule whose spec is validated strictly and whose status is read leniently
+    (``surgeschedule.read_status``): one status item written by another operator version, or the
+    deferral records of a newer one, never makes the schedule count as invalid."""
+    schedule = manifests.parse(surgeschedule.SurgeSchedule, {**body, "status": None}, source="SurgeSchedule")
+    return schedule.model_copy(update={"status": surgeschedule.read_status(body.get("status"))[0]})
 
 
 def _selecting(slo: clinicalslo.ClinicalSLO, index: kopf.Index[str, dict[str, Any]],
@@ -152,7 +160,7 @@ def _selecting(slo: clinicalslo.ClinicalSLO, index: kopf.Index[str, dict[str, An
     found = []
     for body in index.get(slo.metadata.namespace, []):
         try:
-            schedule = manifests.parse(surgeschedule.SurgeSchedule, body, source="SurgeSchedule")
+            schedule = parse_schedule(body)
         except manifests.ManifestError:
             logger.debug("skipping invalid SurgeSchedule %s", body.get("metadata", {}).get("name"))
             continue
@@ -303,7 +311,7 @@ def schedule_changed(body: kopf.Body, namespace: str | None, memo: Any, patch: k
         earlier = ()
     now = int(time.time())
     try:
-        schedule = manifests.parse(surgeschedule.SurgeSchedule, dict(body), source="SurgeSchedule")
+        schedule = parse_schedule(dict(body))
     except manifests.ManifestError as error:
         message = "; ".join(error.problems)
         fresh = cycle.invalid_schedule_status(generation, earlier, now, message)
@@ -313,7 +321,8 @@ def schedule_changed(body: kopf.Body, namespace: str | None, memo: Any, patch: k
         ready = fresh.conditions[0]
         if ready.status != "True":
             kopf.warn(body, reason=ready.reason, message=ready.message[:1024])
-    patch.status.update(fresh.model_dump(mode="json", by_alias=True))
+    # The calendar's part only: status.deferred and the rest belong to the deferral loop.
+    patch.status.update(fresh.part(fresh.CALENDAR_PART))
 
 
 def make_runtime(prometheus_url: str, auth: prometheus.Auth, dry_run: bool, deletion_cost: bool = True,

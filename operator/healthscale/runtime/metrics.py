@@ -259,3 +259,17 @@ def record_audit(report: audit.Report | None) -> None:
             pass
     _AUDITED.clear()
     _AUDITED.update(current)
+
+
+DEFERRED = prometheus_client.Gauge(
+    "healthscale_deferred_workloads",
+    "Objects a SurgeSchedule's spec.defer holds deferred now (shrunk, suspended or paused)", ("namespace", "schedule"))
+
+
+def record_deferrals(counts: dict[tuple[str, str], int]) -> None:
+    """Set each schedule's count and drop the series of schedules that defer nothing any more."""
+    for labels in {tuple(sample.labels.values()) for metric in DEFERRED.collect() for sample in metric.samples} \
+            - set(counts):
+        DEFERRED.remove(*labels)
+    for (namespace, schedule), count in counts.items():
+        DEFERRED.labels(namespace, schedule).set(count)

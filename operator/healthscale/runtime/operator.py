@@ -14,7 +14,7 @@ import kopf
 import prometheus_client
 
 from healthscale.adapters import prometheus
-from healthscale.runtime import audit, handlers, residency, sweeper  # sweeper: registers its start-up handler
+from healthscale.runtime import audit, deferral, handlers, residency, sweeper  # sweeper: registers its start-up handler
 from healthscale.runtime import webhook
 from healthscale.service import room
 
@@ -41,6 +41,10 @@ class Options:
     """Raise KEDA ScaledObjects' minReplicaCount (--no-keda: never list them)."""
     node_warmup: room.Settings | None = room.Settings()
     """How placeholder pods are made; None: --no-node-warmup."""
+    deferral: bool = True
+    """Act on SurgeSchedules' spec.defer (--no-deferral: never list or write deferrable objects)."""
+    deferral_seconds: float = 20.0
+    """How often the deferral loop runs (--deferral-seconds)."""
 
 
 def _tune_malloc() -> None:
@@ -104,6 +108,9 @@ def run(options: Options) -> int:
         residency.warn_if_untrusted(options.residency)
         audit.register(audit.Config(options.residency.settings(), options.residency.audit_seconds,
                                     options.namespaces, options.peering, priority))
+    if options.deferral:
+        deferral.register(deferral.Config(interval=options.deferral_seconds, dry_run=options.dry_run, keda=options.keda, namespaces=options.namespaces,
+                                          peering=options.peering, priority=priority))
     _tune_malloc()
     if options.metrics_port:
         prometheus_client.start_http_server(options.metrics_port)
