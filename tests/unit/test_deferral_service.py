@@ -350,10 +350,13 @@ def test_a_failed_read_plans_nothing(read: str, fault: Exception) -> None:
     fake, deferrer = world(workload(replicas=4))
     fake.read_faults[read] = fault
     outcome = run(fake, deferrer, NOW)
-    assert fake.effects() == []
+    assert fake.effects() == ["save"], "only status.deferral, which says why nothing was planned"
+    assert fake.status["deferral"].startswith("not planned this cycle, nothing changed")
     assert fake.value("Deployment", "reports") == Value(replicas=4)
     assert outcome.problems and outcome.problems[0].startswith("not planned")
     assert outcome.events == ()
+    run(fake, deferrer, NOW)
+    assert fake.effects() == [], "said once: the same reason is not saved again"
 
 
 def test_a_failed_read_of_a_recorded_object_never_counts_as_gone() -> None:
@@ -363,7 +366,7 @@ def test_a_failed_read_of_a_recorded_object_never_counts_as_gone() -> None:
     fake.read_faults["read"] = ports.ApiError("read timed out after 10s", retryable=True, status=0)
     outcome = run(fake, deferrer, LATER)
     assert "read Deployment/reports" in fake.calls
-    assert fake.effects() == [] and outcome.problems
+    assert fake.effects() == ["save"] and outcome.problems, "status.deferral says why; no record is touched"
     assert len(deferred(fake)) == 1 and held(fake)
     del fake.read_faults["read"]
     run(fake, deferrer, LATER.replace(minute=5))

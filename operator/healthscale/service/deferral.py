@@ -185,7 +185,14 @@ class Deferrer:
             found = neighbours(self.port.clinical_slos(namespace))
             workloads = self._workloads(namespace, policy if not deleting else None, status.deferred, found)
         except (ports.ApiError, ports.NotFound) as error:
-            return Outcome(namespace, name, status.deferred_count, problems=(f"not planned: {error}",))
+            problems = [f"not planned: {error}"]
+            said = f"not planned this cycle, nothing changed: {error}"[:1024]
+            if status.deferral != said:  # where users look (e.g. a 403: the chart's deferral.enabled is off)
+                try:
+                    self.port.save_status(namespace, name, {"deferral": said})
+                except (ports.ApiError, ports.NotFound) as unsaid:
+                    problems.append(f"status not saved: {unsaid}")
+            return Outcome(namespace, name, status.deferred_count, problems=tuple(problems))
         preview = preview_reason(spec, found, self.dry_run) if spec is not None else None
         effective = spec if spec is not None else surgeschedule.SurgeScheduleSpec.model_construct(surges=(), defer=None)
         decided = deferral.decide(effective, status, found.burns, workloads, now, preview=preview is not None,
