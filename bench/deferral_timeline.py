@@ -15,12 +15,12 @@ Times are seconds relative to the surge window's opening (negative: before it).
 
 from __future__ import annotations
 
-import argparse
-import json
 import pathlib
 import sys
 import textwrap
 from typing import Any
+
+import timeline_section  # bench/: the shared command line and section placement
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_INPUT = ROOT / "out" / "deferral-room.json"
@@ -241,41 +241,8 @@ def _window(axis: Any, world: dict[str, Any], data: dict[str, Any]) -> None:
                  linewidth=1)
 
 
-def replace_section(benchmarks: pathlib.Path, lines: list[str]) -> None:
-    """Put the section in BENCHMARKS.md: in place of the last one, else after the Karpenter one (or at the end)."""
-    text = benchmarks.read_text()
-    section = "\n".join(lines).rstrip("\n") + "\n\n"
-    if HEADER in text:
-        start = text.index(HEADER)
-        following = text.find("\n## ", start + len(HEADER))
-        text = text[:start] + section + (text[following + 1:] if following >= 0 else "")
-    elif AFTER in text and (anchor := text.find("\n## ", text.index(AFTER) + len(AFTER))) >= 0:
-        text = text[:anchor + 1] + section + text[anchor + 1:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    benchmarks.write_text(text.rstrip("\n") + "\n")
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("timelines", type=pathlib.Path, nargs="?", default=DEFAULT_INPUT)
-    parser.add_argument("--figure", type=pathlib.Path, default=FIGURE)
-    parser.add_argument("--markdown", type=pathlib.Path, help="write the section here")
-    parser.add_argument("--benchmarks", action="store_true", help="replace the section in BENCHMARKS.md")
-    arguments = parser.parse_args()
-    if not arguments.timelines.exists():
-        print(f"{arguments.timelines} not found: run the test first (see --help)", file=sys.stderr)
-        return 1
-    data = json.loads(arguments.timelines.read_text())
-    plot(data, arguments.figure)
-    lines = markdown(data, arguments.figure.resolve())
-    if arguments.markdown:
-        arguments.markdown.write_text("\n".join(lines))
-    if arguments.benchmarks:
-        replace_section(ROOT / "BENCHMARKS.md", lines)
-    if not arguments.markdown and not arguments.benchmarks:
-        print("\n".join(lines))
-    return 0
+    return timeline_section.main(__doc__ or "", DEFAULT_INPUT, FIGURE, HEADER, AFTER, plot, markdown)
 
 
 if __name__ == "__main__":

@@ -14,12 +14,12 @@ Times are seconds relative to the surge window's opening (negative: before it).
 
 from __future__ import annotations
 
-import argparse
-import json
 import pathlib
 import sys
 import textwrap
 from typing import Any
+
+import timeline_section  # bench/: the shared command line and section placement
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_INPUT = ROOT / "out" / "karpenter-warmup.json"
@@ -161,40 +161,8 @@ def plot(data: dict[str, Any], path: pathlib.Path) -> None:
     plt.close(figure)
 
 
-def replace_section(benchmarks: pathlib.Path, lines: list[str]) -> None:
-    """Put the section in BENCHMARKS.md: in place of the last one, else after "Node warm-up"."""
-    text = benchmarks.read_text()
-    section = "\n".join(lines).rstrip("\n") + "\n\n"
-    if HEADER in text:
-        start = text.index(HEADER)
-        following = text.find("\n## ", start + len(HEADER))
-        text = text[:start] + section + (text[following + 1:] if following >= 0 else "")
-    else:
-        anchor = text.find("\n## ", text.index("## Node warm-up: nodes that take time to add"))
-        text = text[:anchor + 1] + section + text[anchor + 1:] if anchor >= 0 else text.rstrip("\n") + "\n\n" + section
-    benchmarks.write_text(text.rstrip("\n") + "\n")
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("timelines", type=pathlib.Path, nargs="?", default=DEFAULT_INPUT)
-    parser.add_argument("--figure", type=pathlib.Path, default=FIGURE)
-    parser.add_argument("--markdown", type=pathlib.Path, help="write the section here")
-    parser.add_argument("--benchmarks", action="store_true", help="replace the section in BENCHMARKS.md")
-    arguments = parser.parse_args()
-    if not arguments.timelines.exists():
-        print(f"{arguments.timelines} not found: run the test first (see --help)", file=sys.stderr)
-        return 1
-    data = json.loads(arguments.timelines.read_text())
-    plot(data, arguments.figure)
-    lines = markdown(data, arguments.figure.resolve())
-    if arguments.markdown:
-        arguments.markdown.write_text("\n".join(lines))
-    if arguments.benchmarks:
-        replace_section(ROOT / "BENCHMARKS.md", lines)
-    if not arguments.markdown and not arguments.benchmarks:
-        print("\n".join(lines))
-    return 0
+    return timeline_section.main(__doc__ or "", DEFAULT_INPUT, FIGURE, HEADER, "## Node warm-up: nodes that take time to add", plot, markdown)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ chartlib. The `devcluster` and `api` fixtures live in conftest.py.
 
 from __future__ import annotations
 
+import calendar
 import contextlib
+import datetime as dt
 import http.server
 import os
 import subprocess
@@ -129,6 +131,23 @@ class RecordingPrometheus(prometheus.Client):
     def instant(self, query: str) -> list[tuple[dict[str, str], float]]:
         self.queries.append(query)
         return super().instant(query)
+
+
+def epoch(stamp: dt.datetime | str | None) -> float | None:
+    """An API timestamp (a datetime from the client, or RFC 3339 text) as epoch seconds."""
+    if stamp is None:
+        return None
+    if isinstance(stamp, str):
+        stamp = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return float(calendar.timegm(stamp.utctimetuple()))
+
+
+def turned_true(conditions: list[Any] | None, kind: str) -> float | None:
+    """When condition ``kind`` of a pod or node last turned True (None while it is not True)."""
+    for condition in conditions or []:
+        if condition.type == kind and condition.status == "True":
+            return epoch(condition.last_transition_time)
+    return None
 
 
 def stop_process(process: subprocess.Popen[bytes], log: Path | None = None) -> None:

@@ -30,19 +30,17 @@ time go to ``out/deferral-room.json``; ``bench/deferral_timeline.py`` turns it i
 
 from __future__ import annotations
 
-import calendar
-import datetime as dt
 import json
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client as k8s_client
 
-from clusterlib import GROUP, REPO_ROOT, VERSION, DevCluster, release_and_delete, running_operator, wait_until
+from clusterlib import (GROUP, REPO_ROOT, VERSION, DevCluster, epoch, release_and_delete, running_operator, turned_true,
+                        wait_until)
 
 pytestmark = pytest.mark.integration
 
@@ -78,22 +76,6 @@ WINDOW = 60
 """How long the surge's window lasts."""
 WORLDS = {"with": True, "without": False}
 """World name: whether its SurgeSchedule has spec.defer."""
-
-
-def _epoch(stamp: dt.datetime | str | None) -> float | None:
-    if stamp is None:
-        return None
-    if isinstance(stamp, str):
-        stamp = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    return float(calendar.timegm(stamp.utctimetuple()))
-
-
-def _condition(conditions: list[Any] | None, kind: str) -> float | None:
-    """When condition ``kind`` last turned True (None while it is not True)."""
-    for condition in conditions or []:
-        if condition.type == kind and condition.status == "True":
-            return _epoch(condition.last_transition_time)
-    return None
 
 
 def _local(moment: float) -> str:
@@ -189,14 +171,14 @@ class World:
         for pod in pods:
             app = (pod.metadata.labels or {}).get("app", "?")
             seen = self.pods.setdefault(pod.metadata.name, {
-                "app": app, "created": _epoch(pod.metadata.creation_timestamp), "scheduled": None, "ready": None,
+                "app": app, "created": epoch(pod.metadata.creation_timestamp), "scheduled": None, "ready": None,
                 "node": None, "gone": None})
             seen["node"] = pod.spec.node_name or seen["node"]
-            seen["scheduled"] = seen["scheduled"] or _condition(pod.status.conditions, "PodScheduled")
-            seen["ready"] = seen["ready"] or _condition(pod.status.conditions, "Ready")
+            seen["scheduled"] = seen["scheduled"] or turned_true(pod.status.conditions, "PodScheduled")
+            seen["ready"] = seen["ready"] or turned_true(pod.status.conditions, "Ready")
             if pod.metadata.deletion_timestamp is not None and seen["gone"] is None:
-                seen["gone"] = _epoch(pod.metadata.deletion_timestamp)
-            if _condition(pod.status.conditions, "Ready") and pod.metadata.deletion_timestamp is None:
+                seen["gone"] = epoch(pod.metadata.deletion_timestamp)
+            if turned_true(pod.status.conditions, "Ready") and pod.metadata.deletion_timestamp is None:
                 ready[app] = ready.get(app, 0) + 1
         present = {pod.metadata.name for pod in pods}
         for name, seen in self.pods.items():

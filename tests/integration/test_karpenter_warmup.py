@@ -25,8 +25,6 @@ benchmark runs it at the dev cluster's 120).
 
 from __future__ import annotations
 
-import calendar
-import datetime as dt
 import json
 import os
 import subprocess
@@ -39,8 +37,8 @@ import pytest
 import yaml
 from kubernetes import client as k8s_client
 
-from clusterlib import (ED_DEMAND, GROUP, REPO_ROOT, VERSION, DevCluster, release_and_delete, running_operator,
-                        PLACEHOLDER_PRIORITY_CLASS, placeholder_priority_class, status_of, wait_until)
+from clusterlib import (ED_DEMAND, GROUP, REPO_ROOT, VERSION, DevCluster, epoch, release_and_delete, running_operator,
+                        PLACEHOLDER_PRIORITY_CLASS, placeholder_priority_class, status_of, turned_true, wait_until)
 
 pytestmark = [pytest.mark.integration, pytest.mark.addons]
 
@@ -65,22 +63,6 @@ WORLDS = {"warm": NODE_SECONDS + MARGIN, "cold": 0}
 @pytest.fixture(scope="module")
 def priority_class(api: k8s_client.ApiClient) -> str:
     return placeholder_priority_class(api)
-
-
-def _epoch(stamp: dt.datetime | str | None) -> float | None:
-    if stamp is None:
-        return None
-    if isinstance(stamp, str):
-        stamp = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    return float(calendar.timegm(stamp.utctimetuple()))
-
-
-def _condition(conditions: list[Any] | None, kind: str) -> float | None:
-    """When condition ``kind`` last turned True (None while it is not True)."""
-    for condition in conditions or []:
-        if condition.type == kind and condition.status == "True":
-            return _epoch(condition.last_transition_time)
-    return None
 
 
 class World:
@@ -162,20 +144,20 @@ class World:
             labels = pod.metadata.labels or {}
             seen = self.pods.setdefault(pod.metadata.name, {
                 "kind": "target" if labels.get("app") == "ehr-api" else "placeholder",
-                "created": _epoch(pod.metadata.creation_timestamp), "scheduled": None, "ready": None,
+                "created": epoch(pod.metadata.creation_timestamp), "scheduled": None, "ready": None,
                 "node": None, "gone": None})
             seen["node"] = pod.spec.node_name or seen["node"]
-            seen["scheduled"] = seen["scheduled"] or _condition(pod.status.conditions, "PodScheduled")
-            seen["ready"] = seen["ready"] or _condition(pod.status.conditions, "Ready")
+            seen["scheduled"] = seen["scheduled"] or turned_true(pod.status.conditions, "PodScheduled")
+            seen["ready"] = seen["ready"] or turned_true(pod.status.conditions, "Ready")
         present = {pod.metadata.name for pod in core.list_namespaced_pod(self.namespace).items}
         for name, seen in self.pods.items():
             if name not in present and seen["gone"] is None:
                 seen["gone"] = now
         for node in core.list_node(label_selector=f"karpenter.sh/nodepool={self.pool}").items:
             seen = self.nodes.setdefault(node.metadata.name, {
-                "created": _epoch(node.metadata.creation_timestamp), "ready": None,
+                "created": epoch(node.metadata.creation_timestamp), "ready": None,
                 "instanceType": (node.metadata.labels or {}).get("node.kubernetes.io/instance-type")})
-            seen["ready"] = seen["ready"] or _condition(node.status.conditions, "Ready")
+            seen["ready"] = seen["ready"] or turned_true(node.status.conditions, "Ready")
         if self.raised is None and replicas(self.api, self.namespace) >= FLOOR:
             self.raised = now
         if self.window_open and self.reserved is None:  # the ClinicalSLO exists

@@ -7,11 +7,9 @@ deferred_replicas, and prints one line instead when the option or spec.defer is 
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import datetime as dt
-import io
 import pathlib
 import warnings
 from typing import Any
@@ -20,10 +18,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from healthscale import cli
 from healthscale.api import surgeschedule
 from healthscale.backtest import deferral as backtest_deferral, report
 from healthscale.domain import calendar, deferral
+from cli_runner import Outcome, run
 
 # See test_planning_properties: import hypothesis' patching module once with its DeprecationWarning
 # silenced, so that a failing example reports normally under filterwarnings=error.
@@ -183,20 +181,6 @@ def test_the_total_is_exactly_where_domain_deferral_is_in_force(surges: list[dic
 
 
 # --- The command --------------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Outcome:
-    code: int
-    stdout: str
-    stderr: str
-
-
-def run(*arguments: str) -> Outcome:
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = cli.main(list(arguments))
-    return Outcome(code, stdout.getvalue(), stderr.getvalue())
 
 
 SCHEDULE = """\

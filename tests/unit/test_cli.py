@@ -22,6 +22,7 @@ from collections.abc import Callable
 import pytest
 
 from healthscale import cli
+from cli_runner import Outcome, run
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CALL_CENTRE_SLO = REPO / "bench" / "manifests" / "call-centre.slo.yaml"
@@ -38,20 +39,6 @@ PLAN_HEADER = [
 SLICE_END = "2003-03-20"
 """17 days from the trace's first row (2003-03-03T07:00, a Monday): 14 days of warm-up and 3 scored weekdays."""
 FIRST_SCORED = "2003-03-17T07:00:00"
-
-
-@dataclasses.dataclass(frozen=True)
-class Outcome:
-    code: int
-    stdout: str
-    stderr: str
-
-
-def run(*arguments: str) -> Outcome:
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = cli.main(list(arguments))
-    return Outcome(code, stdout.getvalue(), stderr.getvalue())
 
 
 @pytest.fixture(scope="module")

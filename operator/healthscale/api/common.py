@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import pydantic
 
@@ -113,3 +113,36 @@ class Condition(Model):
     """When the status last changed (RFC 3339)."""
     observed_generation: int | None = None
     """The .metadata.generation this condition was computed for."""
+
+
+StatusT = TypeVar("StatusT", bound=pydantic.BaseModel)
+
+
+def read_leniently(model: type[StatusT], raw: object, lists: tuple[str, ...]) -> tuple[StatusT, tuple[str, ...]]:
+    """A status as last written, leniently: the typed model, and the fields (or items of the
+    ``lists``, read one by one) left out because they do not validate (written by an older or
+    newer operator, or by hand). One unreadable item never hides the records beside it."""
+
+    def valid(part: dict[str, object]) -> bool:
+        try:
+            model.model_validate(part)
+        except pydantic.ValidationError:
+            return False
+        return True
+
+    body = dict(raw) if isinstance(raw, dict) else {}
+    try:
+        return model.model_validate(body), ()  # the usual case: validated once
+    except pydantic.ValidationError:
+        pass
+    kept: dict[str, object] = {}
+    dropped: list[str] = []
+    for key, value in body.items():
+        if key in lists and isinstance(value, list):
+            kept[key] = [item for item in value if valid({key: [item]})]
+            dropped += [f"{key}[{index}]" for index, item in enumerate(value) if not valid({key: [item]})]
+        elif valid({key: value}):
+            kept[key] = value
+        else:
+            dropped.append(key)
+    return model.model_validate(kept), tuple(dropped)

@@ -69,6 +69,13 @@ def parse(model: type[ResourceT], document: Any, source: str = "manifest") -> Re
         raise ManifestError(source, describe(error)) from None
 
 
+def parse_spec(model: type[ResourceT], document: dict[str, Any], source: str = "manifest") -> ResourceT:
+    """An object as the API server stores it, its spec validated strictly and its status left out:
+    each resource's ``read_status`` reads status leniently, so one status item written by another
+    operator version (or by hand) never makes a valid spec count as invalid."""
+    return parse(model, {**document, "status": None}, source)
+
+
 def load_documents(path: pathlib.Path) -> list[Any]:
     """All YAML documents in a file (empty documents dropped); errors name the file and line."""
     try:

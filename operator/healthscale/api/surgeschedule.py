@@ -389,30 +389,7 @@ def read_status(raw: object) -> tuple[SurgeScheduleStatus, tuple[str, ...]]:
     """A status as last written, leniently: the typed model, and the fields (or list items) left out
     because they do not validate (written by an older or newer operator, or by hand). The records of
     what deferral changed (``deferred``) are kept whenever they can be read."""
-    body = dict(raw) if isinstance(raw, dict) else {}
-    try:
-        return SurgeScheduleStatus.model_validate(body), ()
-    except pydantic.ValidationError:
-        pass
-    kept: dict[str, object] = {}
-    dropped: list[str] = []
-    for key, value in body.items():
-        if key in _STATUS_LISTS and isinstance(value, list):
-            kept[key] = [item for item in value if _valid_status({key: [item]})]
-            dropped += [f"{key}[{index}]" for index, item in enumerate(value) if not _valid_status({key: [item]})]
-        elif _valid_status({key: value}):
-            kept[key] = value
-        else:
-            dropped.append(key)
-    return SurgeScheduleStatus.model_validate(kept), tuple(dropped)
-
-
-def _valid_status(part: dict[str, object]) -> bool:
-    try:
-        SurgeScheduleStatus.model_validate(part)
-    except pydantic.ValidationError:
-        return False
-    return True
+    return common.read_leniently(SurgeScheduleStatus, raw, _STATUS_LISTS)
 
 
 class SurgeSchedule(pydantic.BaseModel):

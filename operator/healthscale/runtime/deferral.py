@@ -89,11 +89,11 @@ def register(config: Config) -> None:
         exact = () if any(sweeper.is_pattern(item) for item in config.namespaces) else config.namespaces
         port = deferrables.Deferrables(options=("keda",) if config.keda else (), namespaces=exact)
         peering = audit_adapter.Audit("")
-        leader = audit.Leadership(audit.Config(residency_service.Settings(), namespaces=config.namespaces,
-                                               peering=config.peering, priority=config.priority), peering)
-        serves = audit.Config(residency_service.Settings(), namespaces=config.namespaces).serves
-        loop = Loop(config, deferral.Deferrer(port, port.kinds, config.dry_run, serves=serves,
-                                                   cycle_seconds=config.interval), port, leader)
+        # The audit's Config says which namespaces are served and whether this replica leads.
+        scope = audit.Config(residency_service.Settings(), namespaces=config.namespaces, peering=config.peering,
+                             priority=config.priority)
+        loop = Loop(config, deferral.Deferrer(port, port.kinds, config.dry_run, serves=scope.serves,
+                                              cycle_seconds=config.interval), port, audit.Leadership(scope, peering))
         memo["deferral_loop"] = loop
         threading.Thread(target=loop.run, name="healthscale-deferral", daemon=True).start()
 

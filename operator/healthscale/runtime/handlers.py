@@ -149,7 +149,7 @@ def parse_schedule(body: dict[str, Any]) -> surgeschedule.SurgeSchedule:
     """A SurgeSchedule whose spec is validated strictly and whose status is read leniently
     (``surgeschedule.read_status``): one status item written by another operator version, or the
     deferral records of a newer one, never makes the schedule count as invalid."""
-    schedule = manifests.parse(surgeschedule.SurgeSchedule, {**body, "status": None}, source="SurgeSchedule")
+    schedule = manifests.parse_spec(surgeschedule.SurgeSchedule, body, source="SurgeSchedule")
     return schedule.model_copy(update={"status": surgeschedule.read_status(body.get("status"))[0]})
 
 

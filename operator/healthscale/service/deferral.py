@@ -99,8 +99,7 @@ def neighbours(bodies: Sequence[Mapping[str, Any]]) -> Neighbours:
         if isinstance(reference, Mapping) and reference.get("name"):
             targets[f"{reference.get('kind') or 'Deployment'}/{reference.get('name')}"] = name
         try:
-            # Its status is read leniently below: an unreadable status item must not drop its mode.
-            slo = manifests.parse(clinicalslo.ClinicalSLO, {**body, "status": None}, source="ClinicalSLO")
+            slo = manifests.parse_spec(clinicalslo.ClinicalSLO, dict(body), source="ClinicalSLO")
         except manifests.ManifestError:
             continue
         status = clinicalslo.read_status(dict(body.get("status") or {}))[0]
@@ -166,9 +165,8 @@ class Deferrer:
         deleting = bool(metadata.get("deletionTimestamp")) or releasing
         status, _ = surgeschedule.read_status(body.get("status"))
         try:
-            # Status is read leniently above: an unreadable status item must not make the spec invalid.
-            spec: surgeschedule.SurgeScheduleSpec | None = manifests.parse(
-                surgeschedule.SurgeSchedule, {**body, "status": None}, source="SurgeSchedule").spec
+            spec: surgeschedule.SurgeScheduleSpec | None = manifests.parse_spec(
+                surgeschedule.SurgeSchedule, dict(body), source="SurgeSchedule").spec
         except manifests.ManifestError:
             spec = None  # an invalid schedule is skipped: what it deferred is put back
         policy = spec.defer if spec is not None else None
